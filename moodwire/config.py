@@ -1,0 +1,163 @@
+"""One frozen settings object for every service: env vars `MOODWIRE_*`, optionally a TOML file.
+
+Precedence (highest first): explicit keyword arguments, environment variables, the TOML file
+named by `MOODWIRE_CONFIG` (or passed to `load_settings`), defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "MOODWIRE_"
+
+
+class FeedConfig(BaseModel):
+    """One RSS/Atom feed to poll."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str
+    interval_s: float = Field(default=300.0, ge=5.0, description="seconds between polls")
+    name: str | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        frozen=True,
+        extra="forbid",
+        env_nested_delimiter="__",
+    )
+
+    # Where the embedded default keeps chDB data and source checkpoints.
+    data_dir: Path = Path("moodwire-data")
+
+    bus: Literal["memory", "kafka"] = "memory"
+    store: Literal["chdb", "clickhouse"] = "chdb"
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    posts_topic: str = "posts"
+    dead_letter_topic: str = "posts-dead-letter"
+    topic_partitions: int = Field(default=4, ge=1)
+    consumer_group: str = "moodwire-scorer"
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
+    kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+
+    clickhouse_host: str = "127.0.0.1"
+    clickhouse_port: int = Field(default=9000, ge=1, le=65535)
+    clickhouse_user: str = "default"
+    clickhouse_password: SecretStr = SecretStr("")
+    clickhouse_database: str = "moodwire"
+    clickhouse_timeout_s: float = Field(default=30.0, gt=0)
+
+    model_dir: Path | None = None
+    execution_provider: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_max_size: int = Field(default=64, ge=1, le=4096)
+    batch_max_wait_ms: int = Field(default=250, ge=0, le=60_000)
+    # Bounded buffering between poll and insert: backpressure instead of unbounded memory.
+    max_pending_posts: int = Field(default=5_000, ge=1)
+    shutdown_timeout_s: float = Field(default=30.0, gt=0)
+    text_max_chars: int = Field(default=4_000, ge=64)
+
+    alert_window_minutes: int = Field(default=10, ge=1, le=240)
+    alert_baseline_minutes: int = Field(default=1440, ge=10)
+    alert_min_posts: int = Field(default=12, ge=1)
+    alert_min_share_ratio: float = Field(default=2.0, ge=1.0)
+    alert_max_p_value: float = Field(default=1e-4, gt=0, lt=1)
+    alert_lateness_minutes: int = Field(default=1, ge=0, le=60)
+    alert_interval_s: float = Field(default=60.0, ge=1.0)
+
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    webhook_timeout_s: float = Field(default=5.0, gt=0)
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_starttls: bool = True
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    email_from: str = "moodwire@localhost"
+    email_to: list[str] = Field(default_factory=list)
+
+    feeds: list[FeedConfig] = Field(default_factory=list)
+    sample_rate: float = Field(default=40.0, gt=0, description="posts/s when replaying the sample")
+
+    query_host: Literal["127.0.0.1", "::1", "localhost"] = "127.0.0.1"
+    query_port: int = Field(default=8765, ge=1, le=65535)
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = os.environ.get(f"{ENV_PREFIX}CONFIG")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+        return tuple(sources)
+
+    @property
+    def chdb_path(self) -> Path:
+        return self.data_dir / "chdb"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.data_dir / "state"
+
+
+class ConfigError(Exception):
+    """A setting is invalid; the message names it and says what is accepted."""
+
+
+def _describe(error: dict[str, Any]) -> str:
+    location = [str(part) for part in error.get("loc", ())]
+    name = location[0] if location else "?"
+    setting = f"{ENV_PREFIX}{name.upper()}"
+    if len(location) > 1:
+        setting += " (" + ".".join(location[1:]) + ")"
+    message = error.get("msg", "invalid")
+    if error.get("type") == "extra_forbidden":
+        message = "is not a known setting (see `moodwire --help` and README 'Configuration')"
+    return f"{setting}: {message}"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build and validate the settings, turning validation errors into one readable ConfigError."""
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError(f"config file {config_file} does not exist")
+        os.environ[f"{ENV_PREFIX}CONFIG"] = str(config_file)
+    toml_path = os.environ.get(f"{ENV_PREFIX}CONFIG")
+    if toml_path and not Path(toml_path).is_file():
+        raise ConfigError(f"{ENV_PREFIX}CONFIG points to {toml_path}, which does not exist")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = [_describe(dict(err)) for err in exc.errors()]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    except ValueError as exc:  # e.g. a TOML syntax error
+        raise ConfigError(f"invalid configuration: {exc}") from None

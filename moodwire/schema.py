@@ -1,0 +1,267 @@
+"""The Post and ScoredPost contracts, with the cleanup every post goes through before scoring.
+
+Validation never raises anything but `InvalidPost`, whose `reason` goes to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import unicodedata
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from moodwire.labels import EMOTION_LABELS, POLARITY_LABELS
+
+DEFAULT_TEXT_MAX_CHARS = 4_000
+MAX_SYMBOLS = 20
+MAX_RAW_BYTES = 1_000_000
+# Posts dated before this are almost surely broken clocks or epoch-zero defaults.
+EARLIEST_PUBLISHED_AT = datetime(2000, 1, 1, tzinfo=UTC)
+# Allow for skewed source clocks, but a post from next week is a bug upstream.
+MAX_FUTURE_SKEW = timedelta(days=1)
+
+_SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9.\-]{0,11}$")
+_SOURCE_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,31}$")
+_WHITESPACE_RE = re.compile(r"\s+")
+# Zero-width and bidi-control characters let two different-looking texts hash the same (or not);
+# they carry no sentiment, so they go.
+_INVISIBLE = dict.fromkeys(
+    [0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF, 0x00AD]
+    + list(range(0x202A, 0x202F))
+    + list(range(0x2066, 0x206A))
+    + [0x200E, 0x200F, 0x061C]
+)
+
+
+class InvalidPost(ValueError):
+    """A post that can't be accepted; `reason` says why, for the dead-letter topic."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _TextExtractor(HTMLParser):
+    _SKIP = {"script", "style", "noscript", "template"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skipping = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._SKIP:
+            self._skipping += 1
+        elif tag in {"br", "p", "div", "li"}:
+            self.parts.append(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._SKIP and self._skipping:
+            self._skipping -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._skipping:
+            self.parts.append(data)
+
+
+def strip_html(text: str) -> str:
+    if "<" not in text and "&" not in text:
+        return text
+    if "<" not in text:
+        return html.unescape(text)
+    extractor = _TextExtractor()
+    extractor.feed(text)
+    extractor.close()
+    return "".join(extractor.parts)
+
+
+def clean_text(text: str, max_chars: int = DEFAULT_TEXT_MAX_CHARS) -> str:
+    """HTML stripped, invisible and control characters removed, whitespace collapsed, capped."""
+    text = strip_html(text)
+    text = unicodedata.normalize("NFC", text).translate(_INVISIBLE)
+    text = "".join(
+        " " if unicodedata.category(ch) in {"Cc", "Cs", "Co"} else ch for ch in text
+    )
+    text = _WHITESPACE_RE.sub(" ", text).strip()
+    if len(text) > max_chars:
+        cut = text.rfind(" ", 0, max_chars)
+        text = text[: cut if cut > max_chars // 2 else max_chars].rstrip()
+    return text
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """RFC 3339 (or ISO 8601 with offset) or a datetime -> aware UTC datetime."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        candidate = value.strip()
+        if candidate.endswith(("Z", "z")):
+            candidate = candidate[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(candidate)
+        except ValueError:
+            raise ValueError(f"not an RFC 3339 timestamp: {value[:40]!r}") from None
+    else:
+        raise ValueError(f"expected an RFC 3339 string, got {type(value).__name__}")
+    if parsed.tzinfo is None:
+        raise ValueError("timestamp has no UTC offset; write it as RFC 3339, e.g. 2026-01-02T15:04:05Z")
+    return parsed.astimezone(UTC)
+
+
+def format_timestamp(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Post(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", str_max_length=MAX_RAW_BYTES)
+
+    id: str = Field(min_length=1, max_length=512)
+    source: str
+    text: str
+    published_at: datetime
+    author: str | None = Field(default=None, max_length=256)
+    url: str | None = Field(default=None, max_length=2048)
+    lang: str | None = Field(default=None, max_length=16)
+    symbols: tuple[str, ...] = ()
+    kind: Literal["post", "headline"] = "post"
+    story_id: str | None = Field(default=None, max_length=512)
+
+    @field_validator("id")
+    @classmethod
+    def _id_printable(cls, value: str) -> str:
+        value = value.strip()
+        if not value or any(unicodedata.category(ch) == "Cc" for ch in value):
+            raise ValueError("id must be non-empty printable text")
+        return value
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source_slug(cls, value: Any) -> str:
+        if not isinstance(value, str) or not _SOURCE_RE.match(value.strip().lower()):
+            raise ValueError("source must be a short lower-case name like 'rss' or 'reddit'")
+        return value.strip().lower()
+
+    @field_validator("published_at", mode="before")
+    @classmethod
+    def _utc(cls, value: Any) -> datetime:
+        parsed = parse_timestamp(value)
+        if parsed < EARLIEST_PUBLISHED_AT:
+            raise ValueError(f"published_at {format_timestamp(parsed)} is before 2000-01-01")
+        if parsed > datetime.now(UTC) + MAX_FUTURE_SKEW:
+            raise ValueError(f"published_at {format_timestamp(parsed)} is more than a day in the future")
+        return parsed
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _symbols(cls, value: Any) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ValueError("symbols must be a list of tickers")
+        seen: dict[str, None] = {}
+        for item in value:
+            if not isinstance(item, str):
+                raise ValueError("symbols must be strings")
+            symbol = item.strip().lstrip("$").upper()
+            if not _SYMBOL_RE.match(symbol):
+                raise ValueError(f"not a ticker symbol: {item[:20]!r}")
+            seen.setdefault(symbol, None)
+            # A post naming thousands of tickers is spam; keep the first few instead of failing it.
+            if len(seen) >= MAX_SYMBOLS:
+                break
+        return tuple(seen)
+
+    @field_validator("author", "url", "lang", "story_id", mode="before")
+    @classmethod
+    def _optional_text(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        return clean_text(value, 2048) or None
+
+    def to_json(self) -> bytes:
+        return json.dumps(post_to_dict(self), ensure_ascii=False).encode("utf-8")
+
+
+class ScoredPost(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    post: Post
+    polarity: Literal["negative", "neutral", "positive"]
+    polarity_score: float = Field(ge=-1.0, le=1.0)
+    emotion: Literal["anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral"]
+    polarity_probs: dict[str, float]
+    emotion_probs: dict[str, float]
+    model_version: str
+    scored_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        record = post_to_dict(self.post)
+        record.update(
+            polarity=self.polarity,
+            polarity_score=round(self.polarity_score, 6),
+            emotion=self.emotion,
+            polarity_probs={k: round(self.polarity_probs[k], 6) for k in POLARITY_LABELS},
+            emotion_probs={k: round(self.emotion_probs[k], 6) for k in EMOTION_LABELS},
+            model_version=self.model_version,
+            scored_at=format_timestamp(self.scored_at),
+        )
+        return record
+
+
+def post_to_dict(post: Post) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "id": post.id,
+        "source": post.source,
+        "text": post.text,
+        "published_at": format_timestamp(post.published_at),
+        "symbols": list(post.symbols),
+        "kind": post.kind,
+    }
+    for name in ("author", "url", "lang", "story_id"):
+        value = getattr(post, name)
+        if value is not None:
+            record[name] = value
+    return record
+
+
+def validate_post(data: Any, max_chars: int = DEFAULT_TEXT_MAX_CHARS) -> Post:
+    """A dict from JSON -> a clean Post, or InvalidPost naming what is wrong."""
+    if not isinstance(data, dict):
+        raise InvalidPost(f"expected a JSON object, got {type(data).__name__}")
+    text = data.get("text")
+    if not isinstance(text, str):
+        raise InvalidPost("text: required, must be a string")
+    cleaned = clean_text(text[: max_chars * 4], max_chars)
+    if not cleaned:
+        raise InvalidPost("text: empty after removing HTML and whitespace")
+    try:
+        return Post.model_validate({**data, "text": cleaned})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first.get("loc", ())) or "post"
+        raise InvalidPost(f"{field}: {first.get('msg', 'invalid')}") from None
+
+
+def parse_post(raw: bytes | str, max_chars: int = DEFAULT_TEXT_MAX_CHARS) -> Post:
+    """Raw bytes off the bus or a file line -> Post, or InvalidPost."""
+    if isinstance(raw, bytes):
+        if len(raw) > MAX_RAW_BYTES:
+            raise InvalidPost(f"message is {len(raw)} bytes, over the {MAX_RAW_BYTES}-byte limit")
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidPost(f"not valid UTF-8 at byte {exc.start}") from None
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise InvalidPost(f"malformed JSON: {exc}"[:300]) from None
+    return validate_post(data, max_chars)

@@ -1,0 +1,196 @@
+"""The ClickHouse schema, as numbered migrations rendered for the server they run on.
+
+Two flavours: `modern` (a current server and chDB) and `legacy` (ClickHouse 18.x, as Debian ships
+it), which lacks LowCardinality without a flag and column codecs. Every query the product runs
+against these tables stays in the subset both understand.
+
+Replay safety: `posts` is a ReplacingMergeTree on (hour, id), so a post inserted twice collapses
+on merge, and every count reads `uniqExact(id)` (the aggregates keep uniqExact states) so it is
+exact before the merge too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from moodwire.labels import EMOTION_LABELS, POLARITY_LABELS
+
+Flavour = Literal["modern", "legacy"]
+
+POLARITY_COLUMNS = tuple(f"p_{label}" for label in POLARITY_LABELS)
+EMOTION_COLUMNS = tuple(f"e_{label}" for label in EMOTION_LABELS)
+
+POST_COLUMNS: tuple[str, ...] = (
+    "id",
+    "source",
+    "text",
+    "published_at",
+    "author",
+    "url",
+    "lang",
+    "symbols",
+    "kind",
+    "story_id",
+    "polarity",
+    "polarity_score",
+    "emotion",
+    *POLARITY_COLUMNS,
+    *EMOTION_COLUMNS,
+    "model_version",
+    "scored_at",
+)
+
+ALERT_COLUMNS: tuple[str, ...] = (
+    "alert_id",
+    "episode_id",
+    "symbol",
+    "kind",
+    "severity",
+    "status",
+    "fired_at",
+    "statistic",
+    "p_value",
+    "window_minutes",
+    "window_posts",
+    "window_negative",
+    "window_share",
+    "baseline_share",
+    "evidence",
+    "created_at",
+)
+
+DELIVERY_COLUMNS: tuple[str, ...] = (
+    "alert_id",
+    "channel",
+    "outcome",
+    "attempts",
+    "error",
+    "delivered_at",
+)
+
+
+def server_flavour(version: str) -> Flavour:
+    major = int(version.split(".", 1)[0])
+    return "legacy" if major < 19 else "modern"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+def _lc(flavour: Flavour) -> str:
+    return "LowCardinality(String)" if flavour == "modern" else "String"
+
+
+def migrations(database: str, flavour: Flavour) -> list[Migration]:
+    lc = _lc(flavour)
+    text_codec = " CODEC(ZSTD(3))" if flavour == "modern" else ""
+    probability_columns = ",\n    ".join(
+        f"{name} Float32" for name in (*POLARITY_COLUMNS, *EMOTION_COLUMNS)
+    )
+    posts = f"""
+CREATE TABLE IF NOT EXISTS {database}.posts (
+    id String,
+    source {lc},
+    text String{text_codec},
+    published_at DateTime('UTC'),
+    author String,
+    url String,
+    lang {lc},
+    symbols Array(String),
+    kind {lc},
+    story_id String,
+    polarity {lc},
+    polarity_score Float32,
+    emotion {lc},
+    {probability_columns},
+    model_version {lc},
+    scored_at DateTime('UTC'),
+    inserted_at DateTime('UTC') DEFAULT now()
+) ENGINE = ReplacingMergeTree(scored_at)
+PARTITION BY toYYYYMM(published_at)
+ORDER BY (toStartOfHour(published_at), id)"""
+    post_minutes = f"""
+CREATE TABLE IF NOT EXISTS {database}.post_minutes (
+    minute DateTime('UTC'),
+    symbol String,
+    polarity {lc},
+    emotion {lc},
+    posts AggregateFunction(uniqExact, String),
+    stories AggregateFunction(uniqExact, String)
+) ENGINE = AggregatingMergeTree()
+PARTITION BY toYYYYMM(minute)
+ORDER BY (symbol, minute, polarity, emotion)"""
+    # Posts with no ticker land under symbol '' so market-wide totals stay exact.
+    post_minutes_mv = f"""
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.post_minutes_mv TO {database}.post_minutes AS
+SELECT
+    toStartOfMinute(published_at) AS minute,
+    arrayJoin(if(empty(symbols), [''], symbols)) AS symbol,
+    polarity,
+    emotion,
+    uniqExactState(id) AS posts,
+    uniqExactState(if(story_id = '', id, story_id)) AS stories
+FROM {database}.posts
+GROUP BY minute, symbol, polarity, emotion"""
+    alerts = f"""
+CREATE TABLE IF NOT EXISTS {database}.alerts (
+    alert_id String,
+    episode_id String,
+    symbol String,
+    kind {lc},
+    severity {lc},
+    status {lc},
+    fired_at DateTime('UTC'),
+    statistic Float64,
+    p_value Float64,
+    window_minutes UInt32,
+    window_posts UInt32,
+    window_negative UInt32,
+    window_share Float64,
+    baseline_share Float64,
+    evidence String,
+    created_at DateTime('UTC')
+) ENGINE = ReplacingMergeTree(created_at)
+PARTITION BY toYYYYMM(fired_at)
+ORDER BY (alert_id, status)"""
+    alert_state = f"""
+CREATE TABLE IF NOT EXISTS {database}.alert_state (
+    name String,
+    state String,
+    updated_at DateTime('UTC'),
+    revision UInt64
+) ENGINE = ReplacingMergeTree(revision)
+ORDER BY name"""
+    deliveries = f"""
+CREATE TABLE IF NOT EXISTS {database}.alert_deliveries (
+    alert_id String,
+    channel {lc},
+    outcome {lc},
+    attempts UInt32,
+    error String,
+    delivered_at DateTime('UTC')
+) ENGINE = MergeTree()
+PARTITION BY toYYYYMM(delivered_at)
+ORDER BY (alert_id, channel, delivered_at)"""
+    return [
+        Migration(
+            1,
+            "posts, per-minute aggregates, alerts, alert state, deliveries",
+            (posts, post_minutes, post_minutes_mv, alerts, alert_state, deliveries),
+        ),
+    ]
+
+
+def migrations_table(database: str) -> str:
+    return f"""
+CREATE TABLE IF NOT EXISTS {database}.schema_migrations (
+    version UInt32,
+    description String,
+    applied_at DateTime('UTC') DEFAULT now()
+) ENGINE = ReplacingMergeTree()
+ORDER BY version"""

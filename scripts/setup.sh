@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Create .venv and install moodwire into it. Usage: scripts/setup.sh [EXTRAS], e.g. "train,dev".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-}"
+python_bin="${PYTHON:-python3.11}"
+command -v "$python_bin" >/dev/null 2>&1 || python_bin=python3
+if [ ! -x .venv/bin/python ]; then
+    "$python_bin" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
+spec="."
+[ -n "$extras" ] && spec=".[${extras}]"
+# torch is pinned to 2.13.0 in the train extra: that CPU wheel is on local disk; anything else
+# would download a multi-GB CUDA build.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec" 2>&1 \
+    | grep -v -E "^WARNING: Location .* is ignored" || true
+.venv/bin/python -c "import moodwire, scorer, ingest, alerting" \
+    || { echo "setup: moodwire failed to install" >&2; exit 1; }
+echo "setup: moodwire installed in .venv (extras: ${extras:-none})"

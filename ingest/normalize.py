@@ -6,14 +6,14 @@ Accepted, Duplicate or Rejected (with a reason for the dead-letter topic).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from moodwire.schema import DEFAULT_TEXT_MAX_CHARS, InvalidPost, Post, clean_text, format_timestamp, validate_post
 
-from ingest.dedupe import ExactDeduper
+from ingest.dedupe import Duplicate as DuplicateKind
+from ingest.dedupe import ExactDeduper, NearDuplicateIndex
 from ingest.sources import RawItem
 from ingest.tickers import SymbolLinker, SymbolTable
 
@@ -38,23 +38,19 @@ class Rejected:
 Outcome = Accepted | Duplicate | Rejected
 
 
-def text_fingerprint(text: str) -> str:
-    """Case- and spacing-insensitive hash of a text: the same story from two feeds shares it."""
-    normal = " ".join(text.lower().split())
-    return hashlib.sha1(normal.encode("utf-8")).hexdigest()[:20]
-
-
 class Normalizer:
     def __init__(
         self,
         linker: SymbolLinker | None = None,
         deduper: ExactDeduper | None = None,
+        stories: NearDuplicateIndex | None = None,
         *,
         max_chars: int = DEFAULT_TEXT_MAX_CHARS,
         detect_language: bool = True,
     ) -> None:
         self._linker = linker or SymbolLinker(SymbolTable.load())
         self._deduper = deduper or ExactDeduper()
+        self._stories = stories or NearDuplicateIndex()
         self._max_chars = max_chars
         self._detect = None
         if detect_language:
@@ -82,17 +78,18 @@ class Normalizer:
         for symbol in self._linker.link(post.text):
             if symbol not in symbols:
                 symbols.append(symbol)
-        fingerprint = text_fingerprint(post.text)
+        # The same text from another outlet is the same story, kept and clustered below (the
+        # number of outlets carrying it stays queryable); from the same author it is a repost.
+        verdict = self._deduper.check(post.id, f"{post.source} {post.author or '-'} {post.text}")
+        if verdict is not DuplicateKind.NEW:
+            return Duplicate(post.id, verdict.value)
         updates: dict[str, Any] = {"symbols": tuple(symbols[:20])}
         if post.story_id is None:
-            updates["story_id"] = f"txt:{fingerprint}"
+            # The same wire story from many outlets shares a story id: aggregates count it once.
+            updates["story_id"] = self._stories.add(post.id, post.text, post.published_at)
         if post.lang is None and self._detect is not None:
             updates["lang"] = self._detect(post.text)
-        post = post.model_copy(update=updates)
-        why = self._deduper.seen(post.id, fingerprint)
-        if why is not None:
-            return Duplicate(post.id, why)
-        return Accepted(post)
+        return Accepted(post.model_copy(update=updates))
 
 
 def _to_bytes(data: Any) -> bytes:

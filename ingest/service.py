@@ -14,6 +14,7 @@ from moodwire.bus import ORIGIN_HEADER, REASON_HEADER, Producer
 from moodwire.config import Settings
 
 from ingest.checkpoint import CheckpointStore
+from ingest.connectors import build_connector_sources
 from ingest.file_source import FileSource
 from ingest.normalize import Accepted, Duplicate, Normalizer, Rejected
 from ingest.rss import RssSource
@@ -125,4 +126,14 @@ def build_sources(
         sources.append(source)
     if settings.feeds:
         sources.append(RssSource(settings.feeds, checkpoints.load("rss")))
+    sources.extend(
+        build_connector_sources(
+            checkpoints,
+            reddit=settings.reddit,
+            mastodon=settings.mastodon,
+            bluesky=settings.bluesky,
+            stocktwits=settings.stocktwits,
+            push=settings.push,
+        )
+    )
     return sources

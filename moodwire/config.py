@@ -11,6 +11,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from moodwire.connector_settings import (
+    BlueskySettings,
+    MastodonSettings,
+    PushSettings,
+    RedditSettings,
+    StocktwitsSettings,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -70,11 +77,9 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
     text_max_chars: int = Field(default=4_000, ge=64)
 
-    alert_window_minutes: int = Field(default=10, ge=1, le=240)
-    alert_baseline_minutes: int = Field(default=1440, ge=10)
-    alert_min_posts: int = Field(default=12, ge=1)
-    alert_min_share_ratio: float = Field(default=2.0, ge=1.0)
-    alert_max_p_value: float = Field(default=1e-4, gt=0, lt=1)
+    # Days of per-minute history behind each symbol's baseline (time-of-day aware).
+    alert_baseline_days: int = Field(default=7, ge=1, le=28)
+    # How long to wait for late posts before a minute counts as complete.
     alert_lateness_minutes: int = Field(default=1, ge=0, le=60)
     alert_interval_s: float = Field(default=60.0, ge=1.0)
 
@@ -90,6 +95,11 @@ class Settings(BaseSettings):
     email_to: list[str] = Field(default_factory=list)
 
     feeds: list[FeedConfig] = Field(default_factory=list)
+    reddit: RedditSettings | None = None
+    mastodon: MastodonSettings | None = None
+    bluesky: BlueskySettings | None = None
+    stocktwits: StocktwitsSettings | None = None
+    push: PushSettings | None = None
     sample_rate: float = Field(default=40.0, gt=0, description="posts/s when replaying the sample")
 
     query_host: Literal["127.0.0.1", "::1", "localhost"] = "127.0.0.1"
@@ -119,6 +129,10 @@ class Settings(BaseSettings):
         if toml_path:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
         return tuple(sources)
+
+    @property
+    def has_live_sources(self) -> bool:
+        return bool(self.feeds or self.reddit or self.mastodon or self.bluesky or self.stocktwits or self.push)
 
     @property
     def chdb_path(self) -> Path:

@@ -109,7 +109,7 @@ def ingest(
     checkpoints = CheckpointStore(settings.state_dir / "ingest")
     sources = build_sources(settings, checkpoints, files or [], rate=rate, shift_to_now=shift_to_now)
     if not sources:
-        typer.echo("moodwire ingest: nothing to read: pass files or configure feeds (MOODWIRE_FEEDS / [[feeds]]).", err=True)
+        typer.echo("moodwire ingest: nothing to read: pass files or configure sources (feeds, reddit, mastodon, bluesky, stocktwits, push).", err=True)
         raise typer.Exit(2)
     health = HealthState()
     if settings.metrics_port:
@@ -117,7 +117,7 @@ def ingest(
     producer = bus.producer()
     worker = IngestWorker(settings, producer, sources, Normalizer(max_chars=settings.text_max_chars), checkpoints)
     health.ready = True
-    total = worker.run(stop, stop_when_exhausted=not follow and not settings.feeds)
+    total = worker.run(stop, stop_when_exhausted=not follow and not settings.has_live_sources)
     producer.close()
     bus.close()
     log.info("ingest stopped after %d posts", total)
@@ -266,21 +266,18 @@ def _print_result(result: object, output: str) -> None:
         Console().print(table)
 
 
-def _register_optional_commands() -> None:
-    """Commands whose modules own their own options (model lifecycle, backtest, bench, report)."""
-    import importlib
+def _register_commands() -> None:
+    """Commands whose modules own their own options (model lifecycle, backtest, report)."""
+    from alerting.commands import register as register_alerting
+    from moodwire.report_command import register as register_report
+    from scorer.commands import register as register_scorer
 
-    for module_name in ("scorer.commands", "alerting.commands", "moodwire.report_command", "bench.commands"):
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
-        module.register(app)
+    register_scorer(app)
+    register_alerting(app)
+    register_report(app)
 
 
-_register_optional_commands()
+_register_commands()
 
 
 def main() -> None:  # pragma: no cover

@@ -75,8 +75,13 @@ def strip_html(text: str) -> str:
     if "<" not in text:
         return html.unescape(text)
     extractor = _TextExtractor()
-    extractor.feed(text)
-    extractor.close()
+    try:
+        extractor.feed(text)
+        extractor.close()
+    except AssertionError:
+        # html.parser gives up on some malformed markup (e.g. "<![foo"); keep the text it had
+        # extracted so far and drop the unparseable rest, rather than crash the service.
+        pass
     return "".join(extractor.parts)
 
 
@@ -110,7 +115,10 @@ def parse_timestamp(value: Any) -> datetime:
         raise ValueError(f"expected an RFC 3339 string, got {type(value).__name__}")
     if parsed.tzinfo is None:
         raise ValueError("timestamp has no UTC offset; write it as RFC 3339, e.g. 2026-01-02T15:04:05Z")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before datetime.min in UTC
+        raise ValueError(f"timestamp out of range: {str(value)[:40]!r}") from None
 
 
 def format_timestamp(value: datetime) -> str:
@@ -262,6 +270,6 @@ def parse_post(raw: bytes | str, max_chars: int = DEFAULT_TEXT_MAX_CHARS) -> Pos
             raise InvalidPost(f"not valid UTF-8 at byte {exc.start}") from None
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, or an integer over 4300 digits
         raise InvalidPost(f"malformed JSON: {exc}"[:300]) from None
     return validate_post(data, max_chars)

@@ -81,7 +81,13 @@ def render(sql: str, params: Mapping[str, Any] | None) -> str:
         return sql
     from clickhouse_driver.util.escape import escape_params
 
-    return sql % escape_params(params, {})
+    # Datetimes become UTC 'YYYY-MM-DD hh:mm:ss' strings: columns are DateTime('UTC'), and the
+    # driver's own datetime escaping needs a live server connection to learn its time zone.
+    prepared = {
+        key: _naive_utc(value).strftime("%Y-%m-%d %H:%M:%S") if isinstance(value, datetime) else value
+        for key, value in params.items()
+    }
+    return sql % escape_params(prepared, {})
 
 
 def post_row(scored: ScoredPost) -> tuple[Any, ...]:
@@ -95,6 +101,7 @@ def post_row(scored: ScoredPost) -> tuple[Any, ...]:
         post.url or "",
         post.lang or "",
         list(post.symbols),
+        post.symbols[0] if post.symbols else "",
         post.kind,
         post.story_id or "",
         scored.polarity,

@@ -4,6 +4,9 @@ Two flavours: `modern` (a current server and chDB) and `legacy` (ClickHouse 18.x
 it), which lacks LowCardinality without a flag and column codecs. Every query the product runs
 against these tables stays in the subset both understand.
 
+`posts.symbol` is the primary ticker (the first of `symbols`, '' if none), so the simple
+question "how many posts per ticker" is a plain GROUP BY; `symbols` holds them all.
+
 Replay safety: `posts` is a ReplacingMergeTree on (hour, id), so a post inserted twice collapses
 on merge, and every count reads `uniqExact(id)` (the aggregates keep uniqExact states) so it is
 exact before the merge too.
@@ -30,6 +33,7 @@ POST_COLUMNS: tuple[str, ...] = (
     "url",
     "lang",
     "symbols",
+    "symbol",
     "kind",
     "story_id",
     "polarity",
@@ -102,6 +106,7 @@ CREATE TABLE IF NOT EXISTS {database}.posts (
     url String,
     lang {lc},
     symbols Array(String),
+    symbol String,
     kind {lc},
     story_id String,
     polarity {lc},

@@ -1,0 +1,93 @@
+"""The alerting commands of the `moodwire` CLI (moodwire/cli.py calls `register`)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, TextIO
+
+import typer
+
+from alerting import backtest
+from alerting.detector import DetectorSettings
+
+BACKTEST_HELP = "\n\n".join(
+    [
+        "Replay scored posts through the alert detector and print the alerts it would have sent.",
+        "FILE holds one scored post per line (JSON with id, published_at, symbols, polarity, "
+        "polarity_score; text, when present, is kept as evidence), as `moodwire classify` "
+        "writes them; '-' reads standard input. A post id is counted once even if it appears "
+        "more than once; lines that can't be read are counted and reported, not fatal.",
+        "Every minute from the first post to the last is evaluated in simulated time by the "
+        "same detector and alert lifecycle the alert service runs, so an episode is reported "
+        "once, at the minute it opened.",
+        "Output: one JSON object per alert on standard output with symbol, kind "
+        "(negative-spike or volume-spike), fired_at (RFC 3339, the end of the last minute of "
+        "evidence), severity, statistic (-log10 p), p_value, episode_id and evidence (window "
+        "counts, baseline share, the most negative posts). A summary goes to standard error.",
+    ]
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("backtest", help=BACKTEST_HELP, no_args_is_help=True)(backtest_command)
+
+
+def backtest_command(
+    file: Annotated[
+        str, typer.Argument(metavar="FILE", help="JSONL of scored posts, or '-' for stdin.")
+    ],
+    examples: Annotated[
+        int, typer.Option(min=0, help="Most negative posts attached to each alert.")
+    ] = 3,
+    volume_spikes: Annotated[
+        bool,
+        typer.Option(
+            "--volume-spikes/--no-volume-spikes",
+            help="Also report volume spikes (bursts of posts, whatever their tone).",
+        ),
+    ] = True,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No summary on standard error.")
+    ] = False,
+) -> None:
+    settings = DetectorSettings()
+    if not volume_spikes:
+        settings = replace(settings, volume_windows=())
+    with _open(file) as lines:
+        result = backtest.run(lines, settings, examples=examples)
+    out = sys.stdout
+    for line in backtest.alert_lines(result.alerts):
+        out.write(line + "\n")
+    out.flush()
+    if not quiet:
+        _summary(result, sys.stderr)
+
+
+@contextmanager
+def _open(file: str) -> Iterator[TextIO]:
+    if file == "-":
+        yield sys.stdin
+        return
+    path = Path(file)
+    if not path.is_file():
+        raise typer.BadParameter(f"no such file: {file}", param_hint="FILE")
+    with path.open(encoding="utf-8") as handle:
+        yield handle
+
+
+def _summary(result: backtest.BacktestResult, err: TextIO) -> None:
+    kinds: dict[str, int] = {}
+    for alert in result.alerts:
+        kinds[alert.kind] = kinds.get(alert.kind, 0) + 1
+    counts = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) or "no alerts"
+    err.write(
+        f"{result.posts_read} posts read ({result.duplicates} duplicate ids, "
+        f"{result.invalid} invalid, {result.without_symbols} without symbols), "
+        f"{result.symbols} symbols over {result.minutes} minutes: {counts}\n"
+    )
+    for problem in result.problems:
+        err.write(f"skipped {problem}\n")

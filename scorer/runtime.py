@@ -1,0 +1,186 @@
+"""The scorer runtime: a model dir in, polarity and emotion for a batch of texts out.
+
+Runtime path: numpy, tokenizers, onnxruntime and the standard library only (no torch, no
+transformers), so the scorer service stays small and starts fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Encoding, Tokenizer
+
+from scorer import model_files
+from scorer.model_files import ModelMeta, default_model_dir
+
+__all__ = ["OnnxScorer", "Prediction", "default_model_dir", "available_cores"]
+
+log = logging.getLogger(__name__)
+
+Provider = Literal["auto", "cpu", "cuda"]
+_CUDA = "CUDAExecutionProvider"
+_CPU = "CPUExecutionProvider"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    polarity: str
+    polarity_score: float  # P(positive) - P(negative), in [-1, 1]
+    emotion: str
+    polarity_probs: dict[str, float]
+    emotion_probs: dict[str, float]
+
+
+def available_cores() -> int:
+    """Cores this process may run on (a container or taskset may allow fewer than the machine has)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+class OnnxScorer:
+    """Scores texts with an exported moodwire model.
+
+    Texts are tokenized in one batch call, sorted by token length and cut into micro-batches of
+    at most max_batch, each padded only to its own longest text; results come back in input order.
+    Sorting matters: one long post in a batch of short ones would make every row pay for its length.
+    """
+
+    def __init__(
+        self,
+        model_dir: Path | str | None = None,
+        provider: Provider = "auto",
+        threads: int | None = None,
+        max_batch: int = 64,
+        model_file: str | None = None,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        if provider not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"provider must be auto, cpu or cuda, not {provider!r}")
+        self.model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
+        self.meta: ModelMeta = model_files.read_meta(self.model_dir)
+        self.max_batch = max_batch
+
+        use_cuda = provider == "cuda" or (provider == "auto" and _CUDA in ort.get_available_providers())
+        if provider == "cuda" and _CUDA not in ort.get_available_providers():
+            raise RuntimeError("provider='cuda' asked for, but this onnxruntime has no CUDA EP (install the gpu extra)")
+        if model_file is None:
+            # int8 dynamic quantization runs on CPU kernels only; on a GPU the fp16 graph is the fast one.
+            fp16 = self.model_dir / model_files.FP16_MODEL_FILE
+            model_file = model_files.FP16_MODEL_FILE if use_cuda and fp16.is_file() else model_files.MODEL_FILE
+        self.model_path = model_files.graph_path(self.model_dir, model_file)
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads if threads is not None else available_cores()
+        # One graph, run one batch at a time: parallelism inside operators is where the cores go.
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        providers = [_CUDA, _CPU] if use_cuda else [_CPU]
+        self._session = ort.InferenceSession(str(self.model_path), sess_options=options, providers=providers)
+        # ORT quietly drops CUDA when no GPU is visible; report what it actually uses.
+        self.provider: str = self._session.get_providers()[0]
+        if provider == "cuda" and self.provider != _CUDA:
+            raise RuntimeError(f"provider='cuda' asked for, but onnxruntime runs on {self.provider} (no usable GPU?)")
+
+        graph_inputs = {i.name for i in self._session.get_inputs()}
+        self._feeds_token_types = "token_type_ids" in graph_inputs
+        missing = {"input_ids", "attention_mask"} - graph_inputs
+        if missing:
+            raise ValueError(f"{self.model_path}: graph lacks inputs {sorted(missing)}")
+        self._output_names = ["polarity_logits", "emotion_logits"]
+
+        self._tokenizer = Tokenizer.from_file(str(model_files.tokenizer_path(self.model_dir)))
+        self._tokenizer.enable_truncation(max_length=self.meta.max_length)
+        self._tokenizer.no_padding()
+        self._pad_id = self._tokenizer.token_to_id("[PAD]") or 0
+
+        log.info(
+            "scorer: model %s (%s) on %s, %d intra-op threads, max_batch %d",
+            self.model_version, self.model_path.name, self.provider, options.intra_op_num_threads, max_batch,
+        )
+
+    @property
+    def model_version(self) -> str:
+        return self.meta.model_version
+
+    @property
+    def polarity_labels(self) -> tuple[str, ...]:
+        return self.meta.polarity_labels
+
+    @property
+    def emotion_labels(self) -> tuple[str, ...]:
+        return self.meta.emotion_labels
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids per text, truncated, unpadded."""
+        return [enc.ids for enc in self._tokenizer.encode_batch(list(texts))]
+
+    def encodings(self, texts: Sequence[str]) -> list[Encoding]:
+        """Full tokenizer output (ids, word ids, character offsets), for explanations."""
+        return list(self._tokenizer.encode_batch(list(texts)))
+
+    def logits_for_ids(self, ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Raw logits for already-tokenized rows, in the given order (batched, length-sorted)."""
+        n = len(ids)
+        pol = np.empty((n, len(self.polarity_labels)), dtype=np.float32)
+        emo = np.empty((n, len(self.emotion_labels)), dtype=np.float32)
+        if n == 0:
+            return pol, emo
+        lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=n)
+        order = np.argsort(lengths, kind="stable")
+        for start in range(0, n, self.max_batch):
+            idx = order[start : start + self.max_batch]
+            width = max(1, int(lengths[idx].max()))
+            input_ids = np.full((len(idx), width), self._pad_id, dtype=np.int64)
+            for row, i in enumerate(idx):
+                input_ids[row, : lengths[i]] = ids[i]
+            attention_mask = (np.arange(width)[None, :] < lengths[idx][:, None]).astype(np.int64)
+            feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if self._feeds_token_types:
+                feeds["token_type_ids"] = np.zeros_like(input_ids)
+            pol_logits, emo_logits = self._session.run(self._output_names, feeds)
+            pol[idx] = pol_logits
+            emo[idx] = emo_logits
+        return pol, emo
+
+    def predict_proba(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(polarity probs [n, 3], emotion probs [n, 7]) in input order and label order."""
+        pol, emo = self.logits_for_ids(self.tokenize(texts))
+        return _softmax(pol), _softmax(emo)
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        pol, emo = self.predict_proba(texts)
+        pol_labels, emo_labels = self.polarity_labels, self.emotion_labels
+        neg, pos = pol_labels.index("negative"), pol_labels.index("positive")
+        scores = pol[:, pos] - pol[:, neg]
+        pol_best = pol.argmax(axis=1)
+        emo_best = emo.argmax(axis=1)
+        # Plain Python floats: these go to JSON and to the store.
+        pol_rows = pol.tolist()
+        emo_rows = emo.tolist()
+        return [
+            Prediction(
+                polarity=pol_labels[pol_best[i]],
+                polarity_score=float(scores[i]),
+                emotion=emo_labels[emo_best[i]],
+                polarity_probs=dict(zip(pol_labels, pol_rows[i])),
+                emotion_probs=dict(zip(emo_labels, emo_rows[i])),
+            )
+            for i in range(len(pol_rows))
+        ]

@@ -1,0 +1,102 @@
+"""From a trained checkpoint to the shipped model: export, evaluate everywhere, write the card.
+
+    python -m scorer.training.release [--checkpoint DIR] [--out models/default] [--notes FILE]
+
+1. export with the fp32 graph kept (data/build/release/), agreement measured on validation texts;
+2. evaluate int8 (with baselines) and fp32 on every named evaluation set (data/build/eval/*.json);
+3. write the shipped model dir (int8 + tokenizer + meta + MODEL_CARD.md; no fp32: size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from scorer import model_files
+from scorer.training import data
+from scorer.training.card import render
+from scorer.training.evaluate import evaluate
+from scorer.training.export import export_checkpoint
+
+RUN_DIR = data.BUILD_DIR / "runs" / "latest"
+RELEASE_DIR = data.BUILD_DIR / "release"
+EVAL_DIR = data.BUILD_DIR / "eval"
+
+
+def release(
+    checkpoint: Path = RUN_DIR / "checkpoint",
+    out: Path | None = None,
+    sets: tuple[str, ...] = tuple(data.EVAL_SETS),
+    notes: str = "",
+) -> dict[str, Any]:
+    out = out or model_files.default_model_dir()
+    console = Console(width=140)
+    run = json.loads((checkpoint.parent / "run_report.json").read_text())
+    manifest = json.loads((data.BUILD_DIR / data.MANIFEST_FILE).read_text())
+    samples = [r.text for r in data.load_labelled(data.BUILD_DIR / data.VALIDATION_FILE)]
+    training = {k: run.get(k) for k in ("minutes", "steps", "epochs_completed", "examples_per_second",
+                                         "stop_reason", "best_step", "train_rows", "train_rows_by_origin")}
+    report = export_checkpoint(checkpoint, RELEASE_DIR, samples=samples, keep_fp32=True, extra={"training": training})
+    console.print(report.as_dict())
+
+    evals: dict[str, dict[str, Any]] = {}
+    fp32: dict[str, dict[str, Any]] = {}
+    EVAL_DIR.mkdir(parents=True, exist_ok=True)
+    for name in sets:
+        path = data.resolve_data(name)
+        evals[name] = evaluate(RELEASE_DIR, path, with_baselines=True, out_json=EVAL_DIR / f"{name}.int8.json",
+                               console=console)
+        fp32[name] = evaluate(RELEASE_DIR, path, with_baselines=False, model_file=model_files.FP32_MODEL_FILE,
+                              out_json=EVAL_DIR / f"{name}.fp32.json", console=console)
+
+    meta = model_files.read_meta(RELEASE_DIR)
+    shipped_meta = replace(meta, files={model_files.MODEL_FILE: "int8"})
+    card = render(json.loads(shipped_meta.to_json()), manifest, run, evals, fp32, notes=notes)
+    model_files.write_model_dir(
+        out, shipped_meta, RELEASE_DIR / model_files.TOKENIZER_FILE, {model_files.MODEL_FILE: RELEASE_DIR / model_files.MODEL_FILE},
+        card=card,
+    )
+    console.print(f"wrote {out}")
+    return {"export": report.as_dict(), "evals": evals, "fp32": fp32}
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("scorer").setLevel(logging.INFO)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, default=RUN_DIR / "checkpoint")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--notes", type=Path, default=None, help="Markdown added to the card under the results.")
+    parser.add_argument("--card-only", action="store_true", help="Re-render the card from data/build/ JSON files.")
+    a = parser.parse_args()
+    notes = a.notes.read_text(encoding="utf-8") if a.notes else ""
+    if a.card_only:
+        rerender_card(a.out or model_files.default_model_dir(), a.checkpoint, notes)
+        return 0
+    release(a.checkpoint, a.out, notes=notes)
+    return 0
+
+
+def rerender_card(out: Path, checkpoint: Path, notes: str) -> Path:
+    """Only the card, from the JSON a previous release wrote (no export, no evaluation)."""
+    run = json.loads((checkpoint.parent / "run_report.json").read_text())
+    manifest = json.loads((data.BUILD_DIR / data.MANIFEST_FILE).read_text())
+    evals, fp32 = {}, {}
+    for name in data.EVAL_SETS:
+        int8_file, fp32_file = EVAL_DIR / f"{name}.int8.json", EVAL_DIR / f"{name}.fp32.json"
+        if int8_file.is_file():
+            evals[name] = json.loads(int8_file.read_text())
+        if fp32_file.is_file():
+            fp32[name] = json.loads(fp32_file.read_text())
+    meta = json.loads((out / model_files.META_FILE).read_text())
+    return model_files.write_card(out, render(meta, manifest, run, evals, fp32, notes=notes))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

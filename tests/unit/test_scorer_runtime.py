@@ -1,0 +1,99 @@
+"""The runtime loads the shipped model dir and scores texts, without any training dependency."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from moodwire.labels import EMOTION_LABELS, POLARITY_LABELS
+from scorer import model_files
+from scorer.runtime import OnnxScorer, Prediction, default_model_dir
+
+MODEL_DIR = default_model_dir()
+pytestmark = pytest.mark.skipif(
+    not (MODEL_DIR / model_files.MODEL_FILE).is_file(), reason=f"no model at {MODEL_DIR}"
+)
+
+TEXTS = [
+    "$NVDA calls printing again, up 40% since friday",
+    "guidance cut. again.",
+    "what time does $AAPL report thursday? after close right? " * 8,  # longer than max_length
+    "",
+    "Fed holds rates steady",
+]
+
+
+@pytest.fixture(scope="module")
+def scorer() -> OnnxScorer:
+    return OnnxScorer(MODEL_DIR, provider="cpu", max_batch=2)
+
+
+def test_predict_shapes_and_labels(scorer: OnnxScorer) -> None:
+    preds = scorer.predict(TEXTS)
+    assert len(preds) == len(TEXTS)
+    for p in preds:
+        assert isinstance(p, Prediction)
+        assert p.polarity in POLARITY_LABELS
+        assert p.emotion in EMOTION_LABELS
+        assert list(p.polarity_probs) == list(POLARITY_LABELS)
+        assert list(p.emotion_probs) == list(EMOTION_LABELS)
+        assert abs(sum(p.polarity_probs.values()) - 1) < 1e-4
+        assert abs(sum(p.emotion_probs.values()) - 1) < 1e-4
+        assert p.polarity_score == pytest.approx(p.polarity_probs["positive"] - p.polarity_probs["negative"], abs=1e-6)
+        assert max(p.polarity_probs, key=p.polarity_probs.__getitem__) == p.polarity
+
+
+def test_order_restored_and_batching_invariant(scorer: OnnxScorer) -> None:
+    pol, emo = scorer.predict_proba(TEXTS)
+    assert pol.shape == (len(TEXTS), 3) and emo.shape == (len(TEXTS), 7)
+    one_by_one = [scorer.predict_proba([t]) for t in TEXTS]
+    # Batching a text with others must not change its scores beyond int8 noise: dynamic int8
+    # picks activation scales per batch, so neighbours move probabilities by a little (~0.02).
+    np.testing.assert_allclose(pol, np.vstack([p for p, _ in one_by_one]), atol=0.05)
+    np.testing.assert_allclose(emo, np.vstack([e for _, e in one_by_one]), atol=0.05)
+    reversed_pol, _ = scorer.predict_proba(TEXTS[::-1])
+    np.testing.assert_allclose(reversed_pol[::-1], pol, atol=1e-6)
+
+
+def test_empty_input(scorer: OnnxScorer) -> None:
+    assert scorer.predict([]) == []
+    pol, emo = scorer.predict_proba([])
+    assert pol.shape == (0, 3) and emo.shape == (0, 7)
+
+
+def test_metadata_and_provider(scorer: OnnxScorer) -> None:
+    assert scorer.model_version == model_files.read_meta(MODEL_DIR).model_version
+    assert scorer.provider == "CPUExecutionProvider"
+
+
+def test_truncation_at_max_length(scorer: OnnxScorer) -> None:
+    ids = scorer.tokenize(["word " * 500])
+    assert len(ids[0]) == scorer.meta.max_length
+
+
+def test_env_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(model_files.MODEL_DIR_ENV, str(tmp_path))
+    assert default_model_dir() == tmp_path
+
+
+def test_rejects_bad_label_order(tmp_path: Path) -> None:
+    meta = json.loads((MODEL_DIR / model_files.META_FILE).read_text())
+    meta["polarity_labels"] = ["positive", "neutral", "negative"]
+    (tmp_path / model_files.META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="label order"):
+        model_files.read_meta(tmp_path)
+
+
+def test_runtime_path_imports_no_training_deps() -> None:
+    code = (
+        "import sys; from scorer.runtime import OnnxScorer; "
+        "bad = [m for m in ('torch', 'transformers', 'onnx', 'nrclex', 'nade', 'vaderSentiment', 'textblob') "
+        "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

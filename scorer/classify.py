@@ -58,7 +58,7 @@ def classify_stream(
     scorer = OnnxScorer(model_dir, provider=provider, max_batch=batch_size)  # type: ignore[arg-type]
     explainer = None
     if explain:
-        from scorer.training.explain import explain as explainer  # noqa: PLC0415
+        from scorer.explain import explain as explainer
 
     errors = 0
     number = 0

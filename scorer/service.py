@@ -142,7 +142,7 @@ class ScorerService:
         while True:
             started = time.perf_counter()
             try:
-                self._store.insert_posts(scored)
+                self._store.insert_posts(self._not_stored_yet(scored))
                 metrics.STORE_INSERT_SECONDS.observe(time.perf_counter() - started)
                 return []
             except StoreUnavailable as exc:
@@ -158,6 +158,23 @@ class ScorerService:
             if stop is None:
                 time.sleep(delay)
             delay = min(MAX_BACKOFF_S, delay * 2)
+
+    def _not_stored_yet(self, scored: list[ScoredPost]) -> list[ScoredPost]:
+        """Leave out posts the table already has (redelivered after a crash, or replayed).
+
+        They keep the labels they were first stored with: int8 scores shift slightly with the
+        other posts in a batch, so a post scored again can get another label, and the per-label
+        aggregates (uniqExact states per polarity and emotion) would count it under both.
+        """
+        ids = tuple(item.post.id for item in scored)
+        stamps = [int(item.post.published_at.timestamp()) for item in scored]
+        rows = self._store.query(
+            f"SELECT DISTINCT id FROM {self._store.database}.posts WHERE published_at >= toDateTime(%(first)s) "
+            "AND published_at <= toDateTime(%(last)s) AND id IN %(ids)s",
+            {"first": min(stamps), "last": max(stamps), "ids": ids},
+        ).rows
+        known = {row[0] for row in rows}
+        return [item for item in scored if item.post.id not in known]
 
     def _insert_one_by_one(self, scored: list[ScoredPost]) -> list[tuple[Message, str]]:
         failed: list[tuple[Message, str]] = []

@@ -88,7 +88,7 @@ def test_model_dir_contents(smoke_model: dict[str, Any]) -> None:
 
 def test_classify_and_explain(smoke_model: dict[str, Any]) -> None:
     from scorer.runtime import OnnxScorer
-    from scorer.training.explain import explain
+    from scorer.explain import explain
 
     scorer = OnnxScorer(smoke_model["model_dir"], provider="cpu")
     texts = ["guidance cut, shares tank", "beat estimates and raised the dividend 🚀"]

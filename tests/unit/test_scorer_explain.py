@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_explain_shape_and_words() -> None:
-    from scorer.training.explain import explain
+    from scorer.explain import explain
 
     scorer = OnnxScorer(provider="cpu")
     texts = ["Guidance cut; $XYZ shares tank 12% 📉", "", "ok"]
@@ -30,7 +30,7 @@ def test_explain_shape_and_words() -> None:
 
 
 def test_explain_weights_are_probability_drops() -> None:
-    from scorer.training.explain import explain
+    from scorer.explain import explain
 
     scorer = OnnxScorer(provider="cpu")
     text = "terrible quarter"
@@ -44,7 +44,7 @@ def test_explain_weights_are_probability_drops() -> None:
 
 def test_explain_needs_no_training_deps() -> None:
     code = (
-        "import sys; import scorer.training.explain; "
+        "import sys; import scorer.explain; "
         "bad = [m for m in ('torch', 'transformers', 'onnx') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0

@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     sample_rate: float = Field(default=40.0, gt=0, description="posts/s when replaying the sample")
 
     query_host: Literal["127.0.0.1", "::1", "localhost"] = "127.0.0.1"
-    query_port: int = Field(default=8765, ge=1, le=65535)
+    query_port: int = Field(default=8765, ge=0, le=65535, description="0 picks a free port")
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"

@@ -18,6 +18,9 @@ POSTS_DUPLICATE = Counter(
 POSTS_REJECTED = Counter(
     "moodwire_posts_rejected_total", "Posts sent to the dead-letter topic", ["stage", "reason"]
 )
+POSTS_UNSUPPORTED_LANGUAGE = Counter(
+    "moodwire_posts_unsupported_language_total", "Posts stored unscored: the model does not read their language", ["lang"]
+)
 POSTS_SCORED = Counter("moodwire_posts_scored_total", "Posts scored and stored", ["model_version"])
 BATCH_SIZE = Histogram(
     "moodwire_scorer_batch_size_posts",

@@ -210,6 +210,9 @@ class ScoredPost(BaseModel):
     emotion_probs: dict[str, float]
     model_version: str
     scored_at: datetime
+    # "unsupported_language": stored and counted as a post, but the model was not run on it
+    # (its labels are placeholders and the per-minute sentiment aggregates leave it out).
+    status: Literal["scored", "unsupported_language"] = "scored"
 
     def to_dict(self) -> dict[str, Any]:
         record = post_to_dict(self.post)
@@ -221,6 +224,7 @@ class ScoredPost(BaseModel):
             emotion_probs={k: round(self.emotion_probs[k], 6) for k in EMOTION_LABELS},
             model_version=self.model_version,
             scored_at=format_timestamp(self.scored_at),
+            status=self.status,
         )
         return record
 

@@ -111,6 +111,7 @@ def post_row(scored: ScoredPost) -> tuple[Any, ...]:
         *(scored.emotion_probs[c[2:]] for c in store_schema.EMOTION_COLUMNS),
         scored.model_version,
         scored.scored_at,
+        scored.status,
     )
 
 

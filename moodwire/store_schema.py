@@ -43,6 +43,7 @@ POST_COLUMNS: tuple[str, ...] = (
     *EMOTION_COLUMNS,
     "model_version",
     "scored_at",
+    "status",
 )
 
 ALERT_COLUMNS: tuple[str, ...] = (
@@ -115,6 +116,7 @@ CREATE TABLE IF NOT EXISTS {database}.posts (
     {probability_columns},
     model_version {lc},
     scored_at DateTime('UTC'),
+    status {lc},
     inserted_at DateTime('UTC') DEFAULT now()
 ) ENGINE = ReplacingMergeTree(scored_at)
 PARTITION BY toYYYYMM(published_at)
@@ -141,6 +143,7 @@ SELECT
     uniqExactState(id) AS posts,
     uniqExactState(if(story_id = '', id, story_id)) AS stories
 FROM {database}.posts
+WHERE status = 'scored'
 GROUP BY minute, symbol, polarity, emotion"""
     alerts = f"""
 CREATE TABLE IF NOT EXISTS {database}.alerts (

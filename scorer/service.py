@@ -17,12 +17,15 @@ from typing import Protocol
 from moodwire import metrics
 from moodwire.bus import ORIGIN_HEADER, REASON_HEADER, Consumer, Message, Producer, next_offsets
 from moodwire.config import Settings
+from moodwire.labels import EMOTION_LABELS, POLARITY_LABELS
 from moodwire.schema import InvalidPost, Post, ScoredPost, parse_post
 from moodwire.store import Store, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 30.0
+# Languages the model was trained on; "und" (too short to tell) is scored as English.
+SUPPORTED_LANGUAGES = frozenset({"en", "und"})
 
 
 class PredictionLike(Protocol):
@@ -116,23 +119,45 @@ class ScorerService:
     def _score(self, posts: list[Post]) -> list[ScoredPost]:
         if not posts:
             return []
-        started = time.perf_counter()
-        predictions = self._scorer.predict([p.text for p in posts])
-        metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
         scored_at = datetime.now(UTC).replace(microsecond=0)
-        return [
-            ScoredPost(
-                post=post,
-                polarity=prediction.polarity,  # type: ignore[arg-type]
-                polarity_score=max(-1.0, min(1.0, prediction.polarity_score)),
-                emotion=prediction.emotion,  # type: ignore[arg-type]
-                polarity_probs=prediction.polarity_probs,
-                emotion_probs=prediction.emotion_probs,
-                model_version=self._scorer.model_version,
-                scored_at=scored_at,
+        supported = [p for p in posts if p.lang is None or p.lang in SUPPORTED_LANGUAGES]
+        started = time.perf_counter()
+        predictions = iter(self._scorer.predict([p.text for p in supported]) if supported else [])
+        metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
+        out: list[ScoredPost] = []
+        for post in posts:
+            if post.lang is not None and post.lang not in SUPPORTED_LANGUAGES:
+                out.append(self._unsupported(post, scored_at))
+                continue
+            prediction = next(predictions)
+            out.append(
+                ScoredPost(
+                    post=post,
+                    polarity=prediction.polarity,  # type: ignore[arg-type]
+                    polarity_score=max(-1.0, min(1.0, prediction.polarity_score)),
+                    emotion=prediction.emotion,  # type: ignore[arg-type]
+                    polarity_probs=prediction.polarity_probs,
+                    emotion_probs=prediction.emotion_probs,
+                    model_version=self._scorer.model_version,
+                    scored_at=scored_at,
+                )
             )
-            for post, prediction in zip(posts, predictions)
-        ]
+        return out
+
+    def _unsupported(self, post: Post, scored_at: datetime) -> ScoredPost:
+        """A post in a language the model can't read: stored and marked, never guessed at."""
+        metrics.POSTS_UNSUPPORTED_LANGUAGE.labels(post.lang or "und").inc()
+        return ScoredPost(
+            post=post,
+            polarity="neutral",
+            polarity_score=0.0,
+            emotion="neutral",
+            polarity_probs=dict.fromkeys(POLARITY_LABELS, 0.0),
+            emotion_probs=dict.fromkeys(EMOTION_LABELS, 0.0),
+            model_version=self._scorer.model_version,
+            scored_at=scored_at,
+            status="unsupported_language",
+        )
 
     def _insert(self, scored: list[ScoredPost], stop: threading.Event | None) -> list[tuple[Message, str]]:
         """Insert until it succeeds; rows ClickHouse itself refuses go back as dead letters."""

@@ -7,6 +7,7 @@ named by `MOODWIRE_CONFIG` (or passed to `load_settings`), defaults.
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +27,8 @@ from pydantic_settings import (
 )
 
 ENV_PREFIX = "MOODWIRE_"
+# The file given to load_settings, seen by the TOML source without touching os.environ.
+_config_file: ContextVar[str | None] = ContextVar("moodwire_config_file", default=None)
 
 
 class FeedConfig(BaseModel):
@@ -125,7 +128,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_path = os.environ.get(f"{ENV_PREFIX}CONFIG")
+        toml_path = _config_file.get() or os.environ.get(f"{ENV_PREFIX}CONFIG")
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if toml_path:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
@@ -162,13 +165,12 @@ def _describe(error: dict[str, Any]) -> str:
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build and validate the settings, turning validation errors into one readable ConfigError."""
-    if config_file is not None:
-        if not config_file.is_file():
-            raise ConfigError(f"config file {config_file} does not exist")
-        os.environ[f"{ENV_PREFIX}CONFIG"] = str(config_file)
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file {config_file} does not exist")
     toml_path = os.environ.get(f"{ENV_PREFIX}CONFIG")
-    if toml_path and not Path(toml_path).is_file():
+    if config_file is None and toml_path and not Path(toml_path).is_file():
         raise ConfigError(f"{ENV_PREFIX}CONFIG points to {toml_path}, which does not exist")
+    token = _config_file.set(str(config_file) if config_file is not None else None)
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -176,3 +178,5 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
     except ValueError as exc:  # e.g. a TOML syntax error
         raise ConfigError(f"invalid configuration: {exc}") from None
+    finally:
+        _config_file.reset(token)

@@ -131,7 +131,9 @@ def replay(
     sent: list[Alert] = []
     first, last = min(by_minute), max(by_minute)
     for minute in range(first, last + 1):
-        alerts = step(state, from_epoch_minute(minute), by_minute.get(minute, ()), detector_settings)
+        alerts = step(
+            state, from_epoch_minute(minute), by_minute.get(minute, ()), detector_settings
+        )
         notes = advance(alert_state, from_epoch_minute(minute + 1), alerts, lifecycle_settings)
         for note in notes:
             sent.extend(note.alerts)

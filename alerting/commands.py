@@ -14,21 +14,23 @@ import typer
 from alerting import backtest
 from alerting.detector import DetectorSettings
 
-BACKTEST_HELP = "\n\n".join(
-    [
-        "Replay scored posts through the alert detector and print the alerts it would have sent.",
-        "FILE holds one scored post per line (JSON with id, published_at, symbols, polarity, "
-        "polarity_score; text, when present, is kept as evidence), as `moodwire classify` "
-        "writes them; '-' reads standard input. A post id is counted once even if it appears "
-        "more than once; lines that can't be read are counted and reported, not fatal.",
-        "Every minute from the first post to the last is evaluated in simulated time by the "
-        "same detector and alert lifecycle the alert service runs, so an episode is reported "
-        "once, at the minute it opened.",
-        "Output: one JSON object per alert on standard output with symbol, kind "
-        "(negative-spike or volume-spike), fired_at (RFC 3339, the end of the last minute of "
-        "evidence), severity, statistic (-log10 p), p_value, episode_id and evidence (window "
-        "counts, baseline share, the most negative posts). A summary goes to standard error.",
-    ]
+# paragraphs are single lines: the help renderer wraps them to the terminal
+BACKTEST_HELP = (
+    "Replay scored posts through the alert detector and print the alerts it would have sent."
+    "\n\n"
+    "FILE holds one scored post per line (JSON with id, published_at, symbols, polarity, "
+    "polarity_score; text, when present, is kept as evidence), as `moodwire classify` "
+    "writes them; '-' reads standard input. A post id is counted once even if it appears "
+    "more than once; lines that can't be read are counted and reported, not fatal."
+    "\n\n"
+    "Every minute from the first post to the last is evaluated in simulated time by the "
+    "same detector and alert lifecycle the alert service runs, so an episode is reported "
+    "once, at the minute it opened."
+    "\n\n"
+    "Output: one JSON object per alert on standard output with symbol, kind "
+    "(negative-spike or volume-spike), fired_at (RFC 3339, the end of the last minute of "
+    "evidence), severity, statistic (-log10 p), p_value, episode_id and evidence (window "
+    "counts, baseline share, the most negative posts). A summary goes to standard error."
 )
 
 
@@ -56,7 +58,7 @@ def backtest_command(
 ) -> None:
     settings = DetectorSettings()
     if not volume_spikes:
-        settings = replace(settings, volume_windows=())
+        settings = replace(settings, default=replace(settings.default, volume_enabled=False))
     with _open(file) as lines:
         result = backtest.run(lines, settings, examples=examples)
     out = sys.stdout
@@ -89,5 +91,4 @@ def _summary(result: backtest.BacktestResult, err: TextIO) -> None:
         f"{result.invalid} invalid, {result.without_symbols} without symbols), "
         f"{result.symbols} symbols over {result.minutes} minutes: {counts}\n"
     )
-    for problem in result.problems:
-        err.write(f"skipped {problem}\n")
+    err.writelines(f"skipped {problem}\n" for problem in result.problems)

@@ -6,9 +6,9 @@ The method, in one place:
   1..30) the detector counts posts n and negative posts k of each symbol.
 * Baseline: the symbol's own negative share, learned from its counts older than
   `guard_minutes` (so a spike never hides itself): the last day's share, pulled towards the
-  cross-symbol share when the symbol is thin, then pulled towards the share at the same time of
-  day over the previous `baseline_days` days when those days have enough posts. Minutes that were
-  part of a detected spike are left out of the baseline.
+  cross-symbol share when the symbol is thin, then pulled towards the share over the same clock
+  time as the window (to `bin_minutes`) on the previous `baseline_days` days, as far as those
+  days have posts. Minutes that were part of a detected spike are left out of the baseline.
 * Test: k is compared with the beta-binomial predictive distribution of a window of n posts
   under that baseline. Its concentration is the evidence behind the baseline, capped at
   `max_concentration`: a thin symbol's baseline is uncertain, and a busy symbol's share wanders a
@@ -94,6 +94,8 @@ class DetectorSettings:
     prior_posts: float = 30.0
     time_of_day_prior_posts: float = 200.0
     max_concentration: float = 300.0
+    # the usual volume needs this many minutes at this clock time on previous days
+    min_volume_history_minutes: int = 30
     min_baseline_share: float = 0.02
     default_share: float = 0.25
     default: SymbolSettings = SymbolSettings()
@@ -257,9 +259,7 @@ def log_factorial(n: IntArray) -> FloatArray:
     return result
 
 
-def _upper_tails(
-    k: IntArray, n_terms: IntArray, log_pmf: Any
-) -> FloatArray:
+def _upper_tails(k: IntArray, n_terms: IntArray, log_pmf: Any) -> FloatArray:
     """Sum exp(log_pmf(segment, j)) for j = k..k+n_terms-1 of every segment, in log space."""
     m = len(k)
     if m == 0:
@@ -283,19 +283,22 @@ def _upper_tails(
 
 def binomial_sf(k: npt.ArrayLike, n: npt.ArrayLike, p: npt.ArrayLike) -> FloatArray:
     """P(X >= k) for X ~ Binomial(n, p), elementwise."""
-    k_, n_ = _as_int(k), _as_int(n)
+    k_, n_ = np.broadcast_arrays(_as_int(k), _as_int(n))
     p_ = np.clip(np.broadcast_to(np.asarray(p, dtype=np.float64), k_.shape), 1e-300, 1.0)
-    k_, n_ = np.broadcast_arrays(k_, n_)
     lo = np.maximum(k_, 0)
     log_p, log_q = np.log(p_), np.log1p(-np.minimum(p_, 1.0 - 1e-16))
     log_n1 = log_factorial(n_)
 
     def log_pmf(seg: IntArray, j: IntArray) -> FloatArray:
         rest = n_[seg] - j
-        return (
-            log_n1[seg] - log_factorial(j) - log_factorial(rest)
-            + j * log_p[seg] + rest * log_q[seg]
+        logs: FloatArray = (
+            log_n1[seg]
+            - log_factorial(j)
+            - log_factorial(rest)
+            + j * log_p[seg]
+            + rest * log_q[seg]
         )
+        return logs
 
     out = _upper_tails(lo, n_ - lo + 1, log_pmf)
     out[k_ <= 0] = 1.0
@@ -317,10 +320,7 @@ def beta_binomial_sf(
     def log_pmf(seg: IntArray, j: IntArray) -> FloatArray:
         rest = n_[seg] - j
         both = lgamma(np.concatenate([j + a_[seg], rest + b_[seg]]))
-        return (
-            const[seg] - log_factorial(j) - log_factorial(rest)
-            + both[: len(j)] + both[len(j) :]
-        )
+        return const[seg] - log_factorial(j) - log_factorial(rest) + both[: len(j)] + both[len(j) :]
 
     out = _upper_tails(lo, n_ - lo + 1, log_pmf)
     out[k_ <= 0] = 1.0
@@ -363,7 +363,8 @@ class DetectorState:
 
     * a ring of the last `ring` minutes of counts (and running sums for window totals),
       and which of those minutes belong to a detected spike;
-    * a ring of `bin_minutes` bins of counts older than the guard, covering `baseline_days`.
+    * a ring of `bin_minutes` bins of counts older than the guard, covering `baseline_days`
+      (about 1,000 floats per symbol and array with the defaults).
 
     Rebuild it after a restart by `observe`-ing the stored per-minute aggregates of the last
     `baseline_days` days (what is lost is only which old minutes were spike minutes).
@@ -381,7 +382,7 @@ class DetectorState:
         self.symbols: list[str] = []
         self.index: dict[str, int] = {}
         self.last_minute: int | None = None  # epoch minute of the newest observed minute
-        self.first_seen = np.zeros(0, dtype=np.int64)
+        self.first_seen: IntArray = np.zeros(0, dtype=np.int64)
         self.total = np.zeros((0, self.ring), dtype=np.int64)
         self.negative = np.zeros((0, self.ring), dtype=np.int64)
         self.cum_total = np.zeros((0, self.ring), dtype=np.int64)
@@ -389,6 +390,7 @@ class DetectorState:
         self.in_spike = np.zeros((0, self.ring), dtype=bool)
         self.bin_total = np.zeros((0, self.n_bins))
         self.bin_negative = np.zeros((0, self.n_bins))
+        self.bin_kept = np.zeros((0, self.n_bins))  # minutes counted (not in a spike)
         self.bin_ids = np.full(self.n_bins, -(10**12), dtype=np.int64)
         self._params_for: tuple[int, int] | None = None
         self._bins_key: tuple[int, int] | None = None
@@ -413,7 +415,7 @@ class DetectorState:
             self.index[name] = len(self.symbols)
             self.symbols.append(name)
         self.first_seen = np.concatenate([self.first_seen, np.full(n, minute, dtype=np.int64)])
-        for attr in ("total", "negative", "in_spike", "bin_total", "bin_negative"):
+        for attr in ("total", "negative", "in_spike", "bin_total", "bin_negative", "bin_kept"):
             old = getattr(self, attr)
             setattr(self, attr, np.concatenate([old, np.zeros((n, old.shape[1]), old.dtype)]))
         # running sums of a new symbol continue from its first minute: zeros are consistent
@@ -445,9 +447,7 @@ def from_epoch_minute(minute: int) -> datetime:
 # Stepping
 
 
-def observe(
-    state: DetectorState, minute: datetime, counts: Iterable[MinuteCounts]
-) -> None:
+def observe(state: DetectorState, minute: datetime, counts: Iterable[MinuteCounts]) -> None:
     """Record one complete minute without evaluating it (warm-up from stored history).
 
     Minutes must come in order; skipped minutes count as minutes without posts.
@@ -486,9 +486,7 @@ def step(
     return evaluate(state, settings)
 
 
-def _advance(
-    state: DetectorState, t: int, counts: tuple[IntArray, IntArray] | None
-) -> None:
+def _advance(state: DetectorState, t: int, counts: tuple[IntArray, IntArray] | None) -> None:
     slot, prev = t % state.ring, (t - 1) % state.ring
     if counts is None:
         state.total[:, slot] = 0
@@ -507,10 +505,12 @@ def _advance(
         state.bin_ids[bslot] = b
         state.bin_total[:, bslot] = 0.0
         state.bin_negative[:, bslot] = 0.0
+        state.bin_kept[:, bslot] = 0.0
     uslot = u % state.ring
     keep = ~state.in_spike[:, uslot]
     state.bin_total[:, bslot] += state.total[:, uslot] * keep
     state.bin_negative[:, bslot] += state.negative[:, uslot] * keep
+    state.bin_kept[:, bslot] += keep
 
 
 @dataclass(frozen=True)
@@ -543,9 +543,16 @@ def baseline(
     # previous day the symbol was already watched, summed over days: [symbol, k]
     n, days, k_bins = len(state.symbols), state.baseline_days, state.tod_bins
     watched = ((state.first_seen[:, None] <= tod_start[None, :]) & tod_valid[None, :])[:, :, None]
-    tod_total = (state.bin_total[:, tod].reshape(n, days, k_bins) * watched).sum(axis=1)
-    tod_negative = (state.bin_negative[:, tod].reshape(n, days, k_bins) * watched).sum(axis=1)
-    tod_days = watched[:, :, 0].sum(axis=1)
+
+    def by_k(bins: FloatArray) -> FloatArray:
+        summed: FloatArray = (bins[:, tod].reshape(n, days, k_bins) * watched).sum(axis=1)
+        return summed
+
+    tod_total, tod_negative, tod_minutes = (
+        by_k(state.bin_total),
+        by_k(state.bin_negative),
+        by_k(state.bin_kept),
+    )
 
     # a window of w minutes spans this many bins back from minute t's bin
     b = state.bin_minutes
@@ -557,9 +564,12 @@ def baseline(
     share = (negative_w + prior * share_day[:, None]) / (total_w + prior)
     share = np.clip(share, settings.min_baseline_share, 0.95)
     concentration = np.minimum(settings.max_concentration, day_total + settings.prior_posts)
-    minutes = (tod_days[:, None] * spans[None, :] * b).astype(np.float64)
+    # minutes left out as spike minutes are not "quiet minutes with no posts"
+    minutes = np.cumsum(tod_minutes, axis=1)[:, spans - 1]
     with np.errstate(invalid="ignore", divide="ignore"):
-        volume_rate = np.where(minutes > 0, total_w / minutes, np.nan)
+        volume_rate = np.where(
+            minutes >= settings.min_volume_history_minutes, total_w / minutes, np.nan
+        )
     return Baseline(share=share, concentration=concentration, volume_rate=volume_rate)
 
 
@@ -579,7 +589,9 @@ def _baseline_bins(
     ids = state.bin_ids
     b_u = key[0]
     day = np.nonzero((ids > b_u - state.bins_per_day) & (ids <= b_u))[0]
-    now = np.array([(t - d * MINUTES_PER_DAY) // state.bin_minutes for d in range(1, state.baseline_days + 1)])
+    now = np.array(
+        [(t - d * MINUTES_PER_DAY) // state.bin_minutes for d in range(1, state.baseline_days + 1)]
+    )
     wanted_ids = now[:, None] - np.arange(state.tod_bins)[None, :]  # [day, k]
     slots = wanted_ids % state.n_bins
     tod_valid = (ids[slots] == wanted_ids).all(axis=1)

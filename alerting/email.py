@@ -70,10 +70,14 @@ def render_text(notification: Notification) -> str:
     for alert in notification.alerts:
         lines += [
             f"{alert.symbol}: {alert.kind}, {alert.severity}",
-            f"  window     {_when(alert.window_start)} to {_when(alert.fired_at)} "
-            f"({alert.window_minutes} min)",
-            f"  negative   {alert.window_negative} of {alert.window_total} posts "
-            f"({alert.window_share:.1%})",
+            (
+                f"  window     {_when(alert.window_start)} to {_when(alert.fired_at)} "
+                f"({alert.window_minutes} min)"
+            ),
+            (
+                f"  negative   {alert.window_negative} of {alert.window_total} posts "
+                f"({alert.window_share:.1%})"
+            ),
             f"  baseline   {alert.baseline_share:.1%} negative"
             + (
                 f", ~{alert.expected_total:.0f} posts expected"
@@ -94,10 +98,10 @@ def render_html(notification: Notification) -> str:
     esc = html.escape
     rows = "".join(_html_alert(alert) for alert in notification.alerts)
     return (
-        "<!DOCTYPE html><html><body style=\"font-family:sans-serif\">"
+        '<!DOCTYPE html><html><body style="font-family:sans-serif">'
         f"<h2>{esc(headline(notification))}</h2>"
         f"<p>at {esc(_when(notification.created_at))}</p>"
-        "<table border=\"1\" cellpadding=\"4\" cellspacing=\"0\">"
+        '<table border="1" cellpadding="4" cellspacing="0">'
         "<tr><th>symbol</th><th>kind</th><th>severity</th><th>window</th>"
         "<th>negative</th><th>share</th><th>baseline</th><th>-log10 p</th></tr>"
         f"{rows}</table>"
@@ -174,8 +178,13 @@ def send(
         target=f"smtp://{settings.host}:{settings.port}",
     )
     level = logging.INFO if outcome.delivered else logging.WARNING
-    log.log(level, "e-mail %s via %s: %s", notification.notification_id, outcome.target,
-            "sent" if outcome.delivered else f"failed ({error})")
+    log.log(
+        level,
+        "e-mail %s via %s: %s",
+        notification.notification_id,
+        outcome.target,
+        "sent" if outcome.delivered else f"failed ({error})",
+    )
     return outcome
 
 

@@ -27,7 +27,7 @@ from moodwire.store import Store, StoreError
 
 from alerting.detector import Alert, DetectorSettings, DetectorState, ExamplePost, observe, step
 from alerting.notifiers import Notifier
-from alerting.lifecycle import AlertState, LifecycleSettings, Notification, advance, mark_delivered, pending
+from alerting.lifecycle import AlertState, LifecycleSettings, Notification, advance, pending, record
 from alerting.series import MINUTE, MinuteCounts, floor_minute
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,9 @@ class AlertJob:
         self._first_run_lookback = first_run_lookback
         self._clock = clock
         self._detector: DetectorState | None = None
+        self._state: AlertState | None = None
+        # Detection and delivery run on separate schedules; the lock guards the shared state,
+        # never a network call, so a dead endpoint cannot hold up detection.
         self._lock = threading.Lock()
         self.fired_total = 0
 
@@ -165,7 +168,7 @@ class AlertJob:
             {
                 "symbol": alert.symbol,
                 "start": alert.window_start.replace(tzinfo=None),
-                "end": (alert.fired_at + MINUTE).replace(tzinfo=None),
+                "end": alert.fired_at.replace(tzinfo=None),  # fired_at ends the window
                 "limit": EXAMPLES_PER_ALERT,
             },
         ).rows
@@ -197,21 +200,30 @@ class AlertJob:
         return notes
 
     def run_once(self) -> list[Alert]:
+        """Detect, then deliver what is pending: one full cycle (for `alert --once` and tests)."""
+        opened = self.detect()
+        self.deliver_pending()
+        return opened
+
+    def detect(self) -> list[Alert]:
         """Evaluate every complete minute not yet evaluated; return the alerts that opened episodes."""
         with self._lock:
             try:
-                return self._run_once()
+                return self._detect()
             except Exception:
                 # The detector may have stepped past minutes whose state was never saved:
-                # rebuild it from the store on the next run rather than trust it.
+                # rebuild both from the store on the next run rather than trust them.
                 self._detector = None
+                self._state = None
                 raise
 
-    def _run_once(self) -> list[Alert]:
+    def _detect(self) -> list[Alert]:
         started = time.perf_counter()
         now = self._clock()
         last_complete = self.last_complete_minute(now)
-        state = self._state_store.load()
+        if self._state is None:
+            self._state = self._state_store.load()
+        state = self._state
         if last_complete is None:
             return []
         # lifecycle's last_minute is the end of the last evaluated minute
@@ -236,7 +248,6 @@ class AlertJob:
             notes = self._walk(state, start, last_complete, evaluate=True)
         self._record(notes)
         self._state_store.save(state)
-        self._deliver(state)
         metrics.ALERT_RUN_SECONDS.observe(time.perf_counter() - started)
         metrics.LAST_SUCCESS.labels("alert").set(time.time())
         opened = [a for note in notes if note.status == "firing" for a in note.alerts]
@@ -279,17 +290,23 @@ class AlertJob:
 
             self._store.insert_rows("alerts", ALERT_COLUMNS, rows)
 
-    def _deliver(self, state: AlertState) -> None:
+    def deliver_pending(self) -> None:
+        """Send every queued notification on every channel; failures stay queued for the next
+        round until the outbox TTL gives up on them. Each outcome is recorded."""
         from moodwire.store_schema import DELIVERY_COLUMNS
 
         for notifier in self._notifiers:
-            for note in pending(state, notifier.channel):
-                outcome = notifier.deliver(note)
-                # Failures are recorded and the notification leaves the outbox for this channel
-                # anyway: detection must never wait on a dead endpoint (the outbox TTL is a
-                # second guard for crashes mid-delivery).
-                mark_delivered(state, note.notification_id, notifier.channel, self._lifecycle_settings)
-                self._state_store.save(state)
+            with self._lock:
+                if self._state is None:
+                    self._state = self._state_store.load()
+                queued = pending(self._state, notifier.channel)
+            for note in queued:
+                outcome = notifier.deliver(note)  # retries and backoff inside, outside the lock
+                with self._lock:
+                    if self._state is None:
+                        break  # a failed detection run dropped the state; the next round reloads it
+                    record(self._state, outcome, self._lifecycle_settings)
+                    self._state_store.save(self._state)
                 (metrics.ALERTS_SENT if outcome.delivered else metrics.ALERTS_FAILED).labels(notifier.channel).inc()
                 rows = [
                     (a.episode_id, notifier.channel, "sent" if outcome.delivered else "failed", outcome.attempts,
@@ -303,27 +320,30 @@ class AlertJob:
 
 
 def run_scheduler(job: AlertJob, settings: Settings, stop: threading.Event) -> None:
-    """APScheduler: every alert_interval_s, never two runs at once, missed runs coalesced."""
+    """APScheduler: detection every alert_interval_s and delivery more often, each never
+    overlapping itself, missed runs coalesced after a pause."""
     from apscheduler.schedulers.background import BackgroundScheduler
 
     scheduler = BackgroundScheduler(timezone=UTC)
 
-    def guarded_run() -> None:
-        try:
-            job.run_once()
-        except Exception:
-            # One bad run (a store hiccup) must not stop the schedule; the next run catches up.
-            log.exception("alerting run failed; the next run retries the same minutes")
+    def guarded(step: Callable[[], object], what: str) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                step()
+            except Exception:
+                # One bad run (a store hiccup) must not stop the schedule; the next run catches up.
+                log.exception("alerting %s failed; the next run retries", what)
 
+        return run
+
+    common = dict(max_instances=1, coalesce=True, misfire_grace_time=int(settings.alert_interval_s))
     scheduler.add_job(
-        guarded_run,
-        "interval",
-        seconds=settings.alert_interval_s,
-        next_run_time=datetime.now(UTC) + timedelta(seconds=5),
-        max_instances=1,
-        coalesce=True,
-        misfire_grace_time=int(settings.alert_interval_s),
-        id="detect",
+        guarded(job.detect, "detection"), "interval", seconds=settings.alert_interval_s,
+        next_run_time=datetime.now(UTC) + timedelta(seconds=5), id="detect", **common,
+    )
+    scheduler.add_job(
+        guarded(job.deliver_pending, "delivery"), "interval", seconds=max(5.0, settings.alert_interval_s / 4),
+        id="deliver", **common,
     )
     scheduler.start()
     try:

@@ -240,11 +240,11 @@ def advance(
     # resolve first, at the moment each episode had been quiet long enough: the job may skip
     # minutes (a pause, a replay that only visits minutes with alerts) and stays correct
     resolved: dict[str, Episode] = {}
-    for key, episode in sorted(state.episodes.items()):
-        if episode.status == "firing" and at - episode.last_seen >= quiet:
-            episode.status = "resolved"
-            episode.resolved_at = episode.last_seen + quiet
-            resolved[key] = episode
+    for key, stale in sorted(state.episodes.items()):
+        if stale.status == "firing" and at - stale.last_seen >= quiet:
+            stale.status = "resolved"
+            stale.resolved_at = stale.last_seen + quiet
+            resolved[key] = stale
     # an episode past its cooldown can no longer be reopened: forget it
     for key in [
         k
@@ -281,9 +281,7 @@ def advance(
     if opened:
         notes.append(_notification("firing", at, opened))
     if resolved and settings.notify_resolved:
-        notes.append(
-            _notification("resolved", at, [e.first_alert for e in resolved.values()])
-        )
+        notes.append(_notification("resolved", at, [e.first_alert for e in resolved.values()]))
     state.outbox.extend(Outgoing(n) for n in notes)
     _expire(state, at, settings)
     state.last_minute = at
@@ -300,12 +298,10 @@ def mark_delivered(
 ) -> None:
     """Record a delivery; a notification leaves the outbox once every channel delivered it."""
     for outgoing in state.outbox:
-        if outgoing.notification.notification_id == notification_id:
-            if channel not in outgoing.delivered:
-                outgoing.delivered.append(channel)
-    state.outbox = [
-        o for o in state.outbox if not set(settings.channels) <= set(o.delivered)
-    ]
+        ours = outgoing.notification.notification_id == notification_id
+        if ours and channel not in outgoing.delivered:
+            outgoing.delivered.append(channel)
+    state.outbox = [o for o in state.outbox if not set(settings.channels) <= set(o.delivered)]
 
 
 def record(state: AlertState, outcome: DeliveryOutcome, settings: LifecycleSettings) -> None:

@@ -89,4 +89,3 @@ def minutes_between(first: datetime, last: datetime) -> list[datetime]:
     start, end = floor_minute(first), floor_minute(last)
     steps = int((end - start) / MINUTE)
     return [start + i * MINUTE for i in range(steps + 1)]
-

@@ -55,7 +55,9 @@ class WebhookSettings:
 
     def __post_init__(self) -> None:
         if urlsplit(self.url).scheme not in ("http", "https"):
-            raise ValueError("webhook url must be http(s)")  # no URL in the message: it may be secret
+            raise ValueError(
+                "webhook url must be http(s)"
+            )  # no URL in the message: it may be secret
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
 
@@ -122,13 +124,17 @@ def _alert(alert: Alert) -> dict[str, Any]:
 def slack_payload(notification: Notification) -> dict[str, Any]:
     """Slack incoming-webhook format: a fallback `text` and one section block per alert."""
     title = headline(notification)
-    blocks: list[dict[str, Any]] = [{"type": "header", "text": {"type": "plain_text", "text": title}}]
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": title}}
+    ]
     for alert in notification.alerts:
         lines = [
             f"*{alert.symbol}* {alert.kind} ({alert.severity})",
-            f"{alert.window_negative}/{alert.window_total} negative in {alert.window_minutes} min "
-            f"({alert.window_share:.0%} vs {alert.baseline_share:.0%} usual), "
-            f"-log10 p = {alert.statistic:.1f}",
+            (
+                f"{alert.window_negative}/{alert.window_total} negative in "
+                f"{alert.window_minutes} min ({alert.window_share:.0%} vs "
+                f"{alert.baseline_share:.0%} usual), -log10 p = {alert.statistic:.1f}"
+            ),
         ]
         lines += [f"> {_slack_escape(e.text[:200])}" for e in alert.examples[:3]]
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}})
@@ -203,7 +209,9 @@ def deliver(
             attempts += 1
             status, error, retry_after = _attempt(http, notification, settings, body, wall_clock)
             if status is not None and 200 <= status < 300:
-                return _outcome(notification, settings, True, attempts, status, None, began, monotonic)
+                return _outcome(
+                    notification, settings, True, attempts, status, None, began, monotonic
+                )
             retryable = status is None or status in RETRY_STATUSES
             if not retryable or attempts >= settings.max_attempts:
                 break
@@ -244,7 +252,9 @@ def _attempt(
     if settings.secret:
         headers[SIGNATURE_HEADER] = sign(settings.secret, timestamp, body)
     try:
-        response = http.post(settings.url, content=body, headers=headers, timeout=settings.timeout_s)
+        response = http.post(
+            settings.url, content=body, headers=headers, timeout=settings.timeout_s
+        )
     except httpx.TimeoutException as exc:
         # the exception text can carry the URL: keep only its kind
         return None, f"timeout ({type(exc).__name__})", None
@@ -296,9 +306,15 @@ def _outcome(
         target=settings.target,
     )
     level = logging.INFO if delivered else logging.WARNING
-    log.log(level, "webhook %s to %s: %s after %d attempt(s)%s", notification.notification_id,
-            outcome.target, "delivered" if delivered else "failed", attempts,
-            f" ({error})" if error else "")
+    log.log(
+        level,
+        "webhook %s to %s: %s after %d attempt(s)%s",
+        notification.notification_id,
+        outcome.target,
+        "delivered" if delivered else "failed",
+        attempts,
+        f" ({error})" if error else "",
+    )
     return outcome
 
 

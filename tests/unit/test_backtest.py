@@ -1,0 +1,138 @@
+"""`moodwire backtest`: posts -> minute counts -> detector + lifecycle -> JSONL alerts."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from alerting import backtest
+from alerting.commands import register
+from bench.alert_stream import StreamConfig, generate
+
+T0 = datetime(2024, 3, 4, 12, 0, tzinfo=UTC)
+
+
+def post(i: int, at: datetime, symbols: list[str], polarity: str, score: float = 0.0) -> str:
+    return json.dumps(
+        {
+            "id": f"t:{i}",
+            "published_at": at.isoformat().replace("+00:00", "Z"),
+            "symbols": symbols,
+            "polarity": polarity,
+            "polarity_score": score,
+            "emotion": "neutral",
+            "text": f"post {i}",
+        }
+    )
+
+
+def test_a_post_is_counted_once_per_id_and_once_per_symbol() -> None:
+    lines = [
+        post(1, T0, ["ACME"], "negative", -0.9),
+        post(1, T0, ["ACME"], "negative", -0.9),  # the same post again (a replayed file)
+        post(2, T0 + timedelta(seconds=30), ["ACME", "XYZ", "ACME"], "positive", 0.8),
+        post(3, T0 + timedelta(seconds=61), ["ACME"], "neutral"),
+    ]
+    table = backtest.read_posts(lines)
+    minute = int(T0.timestamp()) // 60
+    assert table.counts[("ACME", minute)] == [2, 1, 0, 1]
+    assert table.counts[("XYZ", minute)] == [1, 0, 0, 1]
+    assert table.counts[("ACME", minute + 1)] == [1, 0, 1, 0]
+    assert table.duplicates == 1 and table.read == 4
+
+
+def test_bad_lines_are_counted_and_reported_not_fatal() -> None:
+    lines = [
+        "{not json",
+        json.dumps({"id": "x", "published_at": "2024-03-04T12:00:00", "polarity": "negative"}),
+        json.dumps({"id": "y", "published_at": "2024-03-04T12:00:00Z", "polarity": "meh"}),
+        json.dumps({"id": "z", "published_at": "2024-03-04T12:00:00Z", "polarity": "neutral"}),
+        "",
+        post(5, T0, ["ACME"], "neutral"),
+    ]
+    table = backtest.read_posts(lines)
+    assert table.invalid == 3 and table.without_symbols == 1 and table.read == 5
+    assert len(table.problems) == 3 and table.problems[0].startswith("line 1:")
+
+
+def spike_file(path: Path) -> None:
+    """Two quiet days for ACME, then 20 minutes of mostly negative posts."""
+    lines, i = [], 0
+    for m in range(2 * 1440 + 14 * 60 + 40):
+        at = T0 - timedelta(hours=12) + timedelta(minutes=m)
+        in_spike = m >= 2 * 1440 + 14 * 60
+        for j in range(20 if in_spike else 3):
+            negative = (j % 10 < 7) if in_spike else (j == 0 and m % 2 == 0)
+            polarity = "negative" if negative else ("positive" if j % 3 == 1 else "neutral")
+            score = -0.5 - (j % 5) / 10 if negative else 0.4
+            lines.append(post(i, at + timedelta(seconds=j), ["ACME"], polarity, score))
+            i += 1
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_a_spike_comes_out_as_one_alert_line_with_its_evidence(tmp_path: Path) -> None:
+    path = tmp_path / "posts.jsonl"
+    spike_file(path)
+    with path.open() as lines:
+        result = backtest.run(lines, examples=2)
+    negatives = [a for a in result.alerts if a.kind == "negative-spike"]
+    assert len(negatives) == 1
+    (record,) = [json.loads(line) for line in backtest.alert_lines(negatives)]
+    onset = T0 - timedelta(hours=12) + timedelta(minutes=2 * 1440 + 14 * 60)
+    fired = datetime.fromisoformat(record["fired_at"])
+    assert record["fired_at"].endswith("Z")
+    assert timedelta(0) < fired - onset <= timedelta(minutes=3)
+    assert record["symbol"] == "ACME" and "negative" in record["kind"]
+    assert record["severity"] in ("warning", "critical") and record["statistic"] > 5
+    evidence = record["evidence"]
+    assert evidence["window_negative"] <= evidence["window_total"]
+    assert evidence["baseline_share"] < evidence["window_share"]
+    scores = [e["polarity_score"] for e in evidence["examples"]]
+    assert len(scores) == 2 and scores == sorted(scores) and scores[0] == -0.9
+    window_start = datetime.fromisoformat(evidence["window_start"])
+    assert all(
+        window_start <= datetime.fromisoformat(e["published_at"]) < fired
+        for e in evidence["examples"]
+    )
+
+
+def test_cli_backtest_writes_jsonl(tmp_path: Path) -> None:
+    path = tmp_path / "posts.jsonl"
+    spike_file(path)
+    app = typer.Typer()
+    register(app)
+
+    @app.command()
+    def version() -> None:  # a second command, so `backtest` stays a subcommand
+        pass
+
+    result = CliRunner().invoke(app, ["backtest", str(path), "--no-volume-spikes"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [r["kind"] for r in records] == ["negative-spike"]
+    missing = CliRunner().invoke(app, ["backtest", str(tmp_path / "nope.jsonl")])
+    assert missing.exit_code != 0
+    assert "backtest" in CliRunner().invoke(app, ["backtest", "--help"]).output
+
+
+@pytest.mark.slow
+def test_250k_posts_take_well_under_a_minute(tmp_path: Path) -> None:
+    stream = generate(StreamConfig(seed=5, days=6, symbols=25, thin_symbols=5))
+    path = tmp_path / "posts.jsonl"
+    with path.open("w") as out:
+        for n, line in enumerate(stream.jsonl()):
+            if n == 250_000:
+                break
+            out.write(line + "\n")
+    began = time.perf_counter()
+    with path.open() as lines:
+        result = backtest.run(lines)
+    elapsed = time.perf_counter() - began
+    assert result.posts_read == 250_000
+    assert elapsed < 30, f"{elapsed:.1f} s"

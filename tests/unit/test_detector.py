@@ -1,0 +1,260 @@
+"""The negative-spike detector: fires fast on real spikes, never on the decoys."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from alerting.detector import (
+    NEGATIVE_SPIKE,
+    VOLUME_SPIKE,
+    Alert,
+    DetectorSettings,
+    DetectorState,
+    SymbolSettings,
+    beta_binomial_sf,
+    binomial_sf,
+    lgamma,
+    observe,
+    poisson_sf,
+    step,
+    window_sums,
+)
+from alerting.lifecycle import AlertState, LifecycleSettings, advance
+from alerting.series import MinuteCounts
+
+START = datetime(2024, 3, 4, tzinfo=UTC)
+DAY = 1440
+HISTORY_DAYS = 2
+
+
+@dataclass(frozen=True)
+class Regime:
+    """Posts per minute and polarity shares of one symbol in one minute."""
+
+    rate: float
+    negative: float
+    positive: float = 0.3
+
+
+Shape = Callable[[int], Regime]  # minute index -> regime
+
+
+def at(i: int) -> datetime:
+    return START + timedelta(minutes=i)
+
+
+def counts(rng: np.random.Generator, symbol: str, i: int, regime: Regime) -> MinuteCounts:
+    total = int(rng.poisson(regime.rate))
+    negative = int(rng.binomial(total, regime.negative))
+    positive = int(rng.binomial(total - negative, regime.positive / (1 - regime.negative)))
+    return MinuteCounts(symbol, at(i), total, negative, total - negative - positive, positive)
+
+
+def replay(
+    shapes: dict[str, Shape],
+    minutes: int,
+    settings: DetectorSettings | None = None,
+    seed: int = 7,
+) -> dict[int, list[Alert]]:
+    """Warm up on HISTORY_DAYS days without evaluating, then evaluate every later minute."""
+    settings = settings or DetectorSettings()
+    rng = np.random.default_rng(seed)
+    state = DetectorState(settings)
+    fired: dict[int, list[Alert]] = {}
+    for i in range(minutes):
+        rows = [counts(rng, symbol, i, shape(i)) for symbol, shape in shapes.items()]
+        if i < HISTORY_DAYS * DAY:
+            observe(state, at(i), rows)
+            continue
+        alerts = step(state, at(i), rows, settings)
+        if alerts:
+            fired[i] = alerts
+    return fired
+
+
+def of_kind(fired: dict[int, list[Alert]], kind: str) -> list[Alert]:
+    return [a for alerts in fired.values() for a in alerts if a.kind == kind]
+
+
+ONSET = HISTORY_DAYS * DAY + 14 * 60  # 14:00 on the third day
+QUIET = Regime(rate=3.0, negative=0.2)
+
+
+def steady(regime: Regime) -> Shape:
+    return lambda i: regime
+
+
+def event(regime: Regime, start: int, length: int) -> Shape:
+    return lambda i: regime if start <= i < start + length else QUIET
+
+
+def test_a_real_spike_fires_within_a_few_minutes() -> None:
+    spike = Regime(rate=20.0, negative=0.7, positive=0.1)
+    fired = replay({"ACME": event(spike, ONSET, 20)}, ONSET + 60)
+    negatives = of_kind(fired, NEGATIVE_SPIKE)
+    assert negatives, "the spike was missed"
+    first = min(negatives, key=lambda a: a.fired_at)
+    delay = (first.fired_at - at(ONSET)) / timedelta(minutes=1)
+    assert 1 <= delay <= 3
+    assert first.window_share > 2 * first.baseline_share
+    assert first.baseline_share == pytest.approx(0.2, abs=0.05)
+    assert first.p_value <= first.statistic and math.isclose(
+        first.statistic, -math.log10(first.p_value)
+    )
+    assert first.episode_id.startswith("ACME:negative-spike:")
+    # nothing before the onset
+    assert all(a.fired_at > at(ONSET) for a in negatives)
+
+
+def test_a_spike_that_pauses_is_one_notified_episode() -> None:
+    spike = Regime(rate=20.0, negative=0.7, positive=0.1)
+
+    def shape(i: int) -> Regime:
+        in_first = ONSET <= i < ONSET + 15
+        in_second = ONSET + 25 <= i < ONSET + 40
+        return spike if in_first or in_second else QUIET
+
+    fired = replay({"ACME": shape}, ONSET + 120)
+    assert len(of_kind(fired, NEGATIVE_SPIKE)) > 5  # the detector reports every minute...
+    state, notified = AlertState(), []
+    for i in sorted(fired):
+        notified += advance(state, at(i + 1), fired[i], LifecycleSettings())
+    negative_notes = [a for n in notified for a in n.alerts if a.kind == NEGATIVE_SPIKE]
+    assert len(negative_notes) == 1  # ...the lifecycle sends it once
+
+
+def test_volume_burst_with_an_unchanged_share_is_not_a_negative_spike() -> None:
+    burst = Regime(rate=45.0, negative=0.2)  # 15x the posts, the same tone
+    fired = replay({"ACME": event(burst, ONSET, 60)}, ONSET + 90)
+    assert of_kind(fired, NEGATIVE_SPIKE) == []
+    assert of_kind(fired, VOLUME_SPIKE), "a burst this size is a volume spike"
+
+
+def test_positive_spike_is_not_a_negative_spike() -> None:
+    cheer = Regime(rate=15.0, negative=0.1, positive=0.75)
+    fired = replay({"ACME": event(cheer, ONSET, 45)}, ONSET + 90)
+    assert of_kind(fired, NEGATIVE_SPIKE) == []
+
+
+def test_thin_symbol_noise_does_not_fire() -> None:
+    thin = Regime(rate=0.02, negative=0.3)
+    rng = np.random.default_rng(3)
+    clusters = set(rng.integers(HISTORY_DAYS * DAY, 4 * DAY, 12).tolist())
+
+    def shape(i: int) -> Regime:
+        # now and then one account posts a handful of negative posts within a minute or two
+        if any(c <= i < c + 2 for c in clusters):
+            return Regime(rate=2.5, negative=0.95, positive=0.02)
+        return thin
+
+    fired = replay({"THIN": shape}, 4 * DAY)
+    assert of_kind(fired, NEGATIVE_SPIKE) == []
+
+
+def test_busy_symbol_without_events_stays_quiet() -> None:
+    fired = replay({"BUSY": steady(Regime(rate=8.0, negative=0.25))}, 4 * DAY)
+    assert of_kind(fired, NEGATIVE_SPIKE) == []
+
+
+def test_time_of_day_baseline_expects_a_gloomier_night() -> None:
+    def shape(i: int) -> Regime:
+        # 50% negative at 03:00, 10% at 15:00, every day
+        hour = (i % DAY) / 60
+        return Regime(rate=4.0, negative=0.3 + 0.2 * math.cos(2 * math.pi * (hour - 3) / 24))
+
+    fired = replay({"NITE": shape}, 6 * DAY)
+    assert of_kind(fired, NEGATIVE_SPIKE) == []
+    # without the time of day the same nights look like spikes
+    blind = DetectorSettings(time_of_day_prior_posts=1e12)
+    assert len(of_kind(replay({"NITE": shape}, 4 * DAY, blind), NEGATIVE_SPIKE)) > 10
+
+
+def test_per_symbol_override_can_mute_a_symbol() -> None:
+    spike = Regime(rate=20.0, negative=0.7, positive=0.1)
+    settings = DetectorSettings(overrides={"ACME": SymbolSettings(enabled=False)})
+    fired = replay(
+        {"ACME": event(spike, ONSET, 20), "OTHR": event(spike, ONSET, 20)},
+        ONSET + 40,
+        settings,
+    )
+    symbols = {a.symbol for a in of_kind(fired, NEGATIVE_SPIKE)}
+    assert symbols == {"OTHR"}
+    assert settings.for_symbol("ACME").enabled is False
+    assert settings.for_symbol("ANY") is settings.default
+
+
+def test_overrides_cannot_change_behind_the_settings_back() -> None:
+    overrides = {"ACME": SymbolSettings(alpha=1e-3)}
+    settings = DetectorSettings(overrides=overrides)
+    overrides["ACME"] = SymbolSettings(alpha=0.5)
+    assert settings.for_symbol("ACME").alpha == 1e-3
+
+
+def test_minutes_must_move_forward_and_gaps_are_empty_minutes() -> None:
+    settings = DetectorSettings()
+    state = DetectorState(settings)
+    row = MinuteCounts("ACME", at(0), 3, 1, 1, 1)
+    step(state, at(0), [row], settings)
+    with pytest.raises(ValueError):
+        step(state, at(0), [], settings)
+    step(state, at(10), [MinuteCounts("ACME", at(10), 2, 0, 1, 1)], settings)
+    total, _negative = window_sums(state, (10, 11))
+    assert total[0].tolist() == [2, 5]  # minutes 1..9 were recorded as empty
+    with pytest.raises(ValueError):
+        step(state, at(11), [MinuteCounts("ACME", at(12), 1, 1, 0, 0)], settings)
+
+
+def test_settings_that_change_the_state_shape_are_refused() -> None:
+    state = DetectorState(DetectorSettings())
+    with pytest.raises(ValueError):
+        step(state, at(0), [], DetectorSettings(guard_minutes=90))
+
+
+def test_minute_counts_validate() -> None:
+    with pytest.raises(ValueError):
+        MinuteCounts("A", datetime(2024, 1, 1, 0, 0, 30, tzinfo=UTC), 1, 1, 0, 0)
+    with pytest.raises(ValueError):
+        MinuteCounts("A", datetime(2024, 1, 1), 1, 1, 0, 0)
+    with pytest.raises(ValueError):
+        MinuteCounts("A", at(0), 1, 1, 1, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# the tail probabilities the tests rest on
+
+
+def test_lgamma_matches_the_standard_library() -> None:
+    xs = np.array([1e-3, 0.3, 0.6, 1.0, 2.5, 9.99, 10.0, 123.4, 1e5])
+    expected = np.array([math.lgamma(x) for x in xs])
+    assert np.allclose(lgamma(xs), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_binomial_tail_is_exact() -> None:
+    def exact(k: int, n: int, p: float) -> float:
+        return sum(math.comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(k, n + 1))
+
+    cases = [(0, 9, 0.2), (3, 9, 0.2), (9, 9, 0.2), (22, 45, 0.2), (300, 1000, 0.2), (11, 10, 0.5)]
+    got = binomial_sf(*map(np.array, zip(*cases, strict=True)))
+    for value, (k, n, p) in zip(got, cases, strict=True):
+        assert value == pytest.approx(exact(k, n, p), rel=1e-9, abs=1e-300)
+
+
+def test_beta_binomial_widens_the_binomial_and_tends_to_it() -> None:
+    k, n, p = 22, 45, 0.2
+    tight = beta_binomial_sf(k, n, p * 1e8, (1 - p) * 1e8)[0]
+    assert tight == pytest.approx(binomial_sf(k, n, p)[0], rel=1e-5)
+    loose = beta_binomial_sf(k, n, p * 50, (1 - p) * 50)[0]
+    assert loose > 10 * tight
+
+
+def test_poisson_tail() -> None:
+    got = poisson_sf([0, 1, 5, 3], [1.0, 1.0, 1.0, 10.0])
+    exact = [1.0, 1 - math.exp(-1), 1 - sum(math.exp(-1) / math.factorial(j) for j in range(5))]
+    exact.append(1 - sum(math.exp(-10) * 10**j / math.factorial(j) for j in range(3)))
+    assert np.allclose(got, exact, rtol=1e-9)

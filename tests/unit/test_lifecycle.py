@@ -1,0 +1,181 @@
+"""Episodes: one message per episode, resolution, cooldown, grouping, restarts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from alerting.detector import NEGATIVE_SPIKE, VOLUME_SPIKE, Alert, ExamplePost
+from alerting.lifecycle import (
+    AlertState,
+    DeliveryOutcome,
+    InMemoryAlertStateStore,
+    LifecycleSettings,
+    Notification,
+    advance,
+    mark_delivered,
+    pending,
+    record,
+)
+
+T0 = datetime(2024, 3, 5, 14, 0, tzinfo=UTC)
+SETTINGS = LifecycleSettings(resolve_after_minutes=15, cooldown_minutes=60)
+
+
+def minute(i: int) -> datetime:
+    return T0 + timedelta(minutes=i)
+
+
+def alert(symbol: str, i: int, kind: str = NEGATIVE_SPIKE, severity: str = "warning") -> Alert:
+    return Alert(
+        symbol=symbol,
+        kind=kind,  # type: ignore[arg-type]
+        fired_at=minute(i),
+        severity=severity,  # type: ignore[arg-type]
+        statistic=7.5,
+        p_value=10**-7.5,
+        window_minutes=5,
+        window_total=40,
+        window_negative=24,
+        window_share=0.6,
+        baseline_share=0.2,
+        expected_total=12.0,
+        episode_id=f"{symbol}:{kind}:{minute(i - 5):%Y%m%dT%H%MZ}",
+        examples=(ExamplePost("p1", "awful news", -0.97, minute(i - 2)),),
+    )
+
+
+def run(
+    state: AlertState, alerts_by_minute: dict[int, list[Alert]], last: int
+) -> list[Notification]:
+    notes: list[Notification] = []
+    for i in range(last + 1):
+        notes += advance(state, minute(i), alerts_by_minute.get(i, []), SETTINGS)
+    return notes
+
+
+def test_an_episode_is_notified_once_while_it_lasts() -> None:
+    state = AlertState()
+    notes = run(state, {i: [alert("ACME", i)] for i in range(3, 40)}, 60)
+    assert len(notes) == 1
+    (note,) = notes
+    assert note.status == "firing" and note.created_at == minute(3)
+    assert [a.symbol for a in note.alerts] == ["ACME"]
+    episode = state.episodes["ACME|negative-spike"]
+    assert episode.alerts_seen == 37
+    assert episode.status == "resolved" and episode.resolved_at == minute(39 + 15)
+
+
+def test_a_pause_shorter_than_the_resolution_time_is_the_same_episode() -> None:
+    state = AlertState()
+    firing = {i: [alert("ACME", i)] for i in [*range(3, 10), *range(20, 30)]}
+    assert len(run(state, firing, 50)) == 1
+
+
+def test_a_return_within_the_cooldown_reopens_silently_and_after_it_is_new() -> None:
+    state = AlertState()
+    firing = {i: [alert("ACME", i)] for i in [*range(5), *range(40, 45), *range(200, 205)]}
+    notes = run(state, firing, 230)
+    # 0..4 opens; resolved at 19; 40 is within 60 min of that: same episode;
+    # resolved at 59; 200 is past the cooldown: a new episode, a new message
+    assert [n.created_at for n in notes] == [minute(0), minute(200)]
+    assert notes[0].alerts[0].episode_id != notes[1].alerts[0].episode_id
+
+
+def test_symbols_firing_in_the_same_minute_share_one_message() -> None:
+    state = AlertState()
+    notes = run(
+        state,
+        {
+            5: [
+                alert("ACME", 5),
+                alert("XYZ", 5, severity="critical"),
+                alert("ACME", 5, VOLUME_SPIKE),
+            ],
+            6: [alert("ACME", 6), alert("QQQ", 6)],
+        },
+        10,
+    )
+    assert [len(n.alerts) for n in notes] == [3, 1]
+    assert {(a.symbol, a.kind) for a in notes[0].alerts} == {
+        ("ACME", NEGATIVE_SPIKE),
+        ("XYZ", NEGATIVE_SPIKE),
+        ("ACME", VOLUME_SPIKE),
+    }
+    assert notes[1].alerts[0].symbol == "QQQ"
+
+
+def test_severity_escalation_is_recorded_not_resent() -> None:
+    state = AlertState()
+    notes = run(state, {1: [alert("ACME", 1)], 2: [alert("ACME", 2, severity="critical")]}, 5)
+    assert len(notes) == 1
+    assert state.episodes["ACME|negative-spike"].peak_severity == "critical"
+
+
+def test_resolution_messages_when_asked_for() -> None:
+    state = AlertState()
+    settings = LifecycleSettings(resolve_after_minutes=15, notify_resolved=True)
+    notes = []
+    for i in range(30):
+        notes += advance(state, minute(i), [alert("ACME", i)] if i < 3 else [], settings)
+    assert [n.status for n in notes] == ["firing", "resolved"]
+    assert notes[1].created_at == minute(17)
+    assert notes[1].alerts[0].episode_id == notes[0].alerts[0].episode_id
+
+
+def test_skipped_minutes_resolve_at_the_right_moment() -> None:
+    state = AlertState()
+    advance(state, minute(0), [alert("ACME", 0)], SETTINGS)
+    # the job was paused for two hours: the episode ended 15 minutes after it was last seen,
+    # and the cooldown has passed, so this is a new episode
+    notes = advance(state, minute(120), [alert("ACME", 120)], SETTINGS)
+    assert len(notes) == 1
+
+
+def test_a_restart_neither_resends_nor_forgets() -> None:
+    store = InMemoryAlertStateStore()
+    state = store.load()
+    assert state == AlertState()
+    advance(state, minute(1), [alert("ACME", 1)], SETTINGS)
+    store.save(state)
+
+    # the service restarts and re-runs the same minute, then carries on
+    state = store.load()
+    assert advance(state, minute(1), [alert("ACME", 1)], SETTINGS) == []
+    assert advance(state, minute(0), [alert("ACME", 0)], SETTINGS) == []
+    assert advance(state, minute(2), [alert("ACME", 2)], SETTINGS) == []
+    store.save(state)
+    assert [n.created_at for n in pending(store.load(), "webhook")] == [minute(1)]
+
+
+def test_the_outbox_keeps_a_notification_until_every_channel_delivered() -> None:
+    state = AlertState()
+    (note,) = advance(state, minute(1), [alert("ACME", 1)], SETTINGS)
+    failed = DeliveryOutcome(
+        "email", note.notification_id, False, 1, None, "boom", 0.1, "smtp://h:25"
+    )
+    record(state, failed, SETTINGS)
+    record(
+        state,
+        DeliveryOutcome("webhook", note.notification_id, True, 1, 200, None, 0.1, "https://h"),
+        SETTINGS,
+    )
+    assert pending(state, "webhook") == []
+    assert pending(state, "email") == [note]
+    mark_delivered(state, note.notification_id, "email", SETTINGS)
+    assert state.outbox == []
+
+
+def test_undeliverable_notifications_expire() -> None:
+    state = AlertState()
+    advance(state, minute(1), [alert("ACME", 1)], SETTINGS)
+    advance(state, minute(1 + SETTINGS.outbox_ttl_minutes), [], SETTINGS)
+    assert state.outbox == [] and state.expired == 1
+
+
+def test_state_survives_json_round_trip() -> None:
+    state = AlertState()
+    run(state, {3: [alert("ACME", 3), alert("XYZ", 3, VOLUME_SPIKE)], 4: [alert("ACME", 4)]}, 5)
+    text = state.to_json()
+    again = AlertState.from_json(text)
+    assert again == state
+    assert again.to_json() == text

@@ -150,8 +150,12 @@ def evaluate_command(
     baselines: Annotated[bool, typer.Option("--baselines/--no-baselines", help="Score the lexicon baselines too.")] = True,
     out: Annotated[Optional[Path], typer.Option(help="JSON file (one set) or dir (several sets) for the results.")] = None,
 ) -> None:
-    """Accuracy, macro-F1, per-class P/R/F1 and confusion matrices for both heads, the model
-    beside VADER, AFINN, TextBlob and Loughran-McDonald (polarity) and NRCLex and nade (emotion)."""
+    """Score labelled data: the model beside the lexicon baselines, for both heads.
+
+    Accuracy, macro-F1, per-class P/R/F1 and confusion matrices; baselines are VADER, AFINN,
+    TextBlob and Loughran-McDonald (polarity) and NRCLex and nade (emotion). Printed as tables
+    and written as JSON with --out.
+    """
     _quiet_libraries()
     from rich.console import Console
 

@@ -90,7 +90,7 @@ class ScorerService:
         rejects: list[tuple[Message, str]] = []
         for message in messages:
             try:
-                posts.append(parse_post(message.value, self._settings.text_max_chars))
+                posts.append(parse_post(message.value, self._settings.text_max_chars, html=False))
             except InvalidPost as exc:
                 rejects.append((message, exc.reason))
         scored = self._score(posts)
@@ -185,21 +185,26 @@ class ScorerService:
             delay = min(MAX_BACKOFF_S, delay * 2)
 
     def _not_stored_yet(self, scored: list[ScoredPost]) -> list[ScoredPost]:
-        """Leave out posts the table already has (redelivered after a crash, or replayed).
+        """Leave out posts the table already has (redelivered after a crash, or replayed), and
+        all but the first copy of a post that is in this batch twice.
 
-        They keep the labels they were first stored with: int8 scores shift slightly with the
-        other posts in a batch, so a post scored again can get another label, and the per-label
-        aggregates (uniqExact states per polarity and emotion) would count it under both.
+        They keep the labels and story they were first stored with: int8 scores shift slightly
+        with the other posts in a batch, and a restarted ingest worker gives a re-sent post a new
+        story id, so a copy stored again could be counted under a second label or story by the
+        aggregates (uniqExact states per polarity, emotion and story).
         """
-        ids = tuple(item.post.id for item in scored)
-        stamps = [int(item.post.published_at.timestamp()) for item in scored]
+        first: dict[str, ScoredPost] = {}
+        for item in scored:
+            first.setdefault(item.post.id, item)
+        ids = tuple(first)
+        stamps = [int(item.post.published_at.timestamp()) for item in first.values()]
         rows = self._store.query(
             f"SELECT DISTINCT id FROM {self._store.database}.posts WHERE published_at >= toDateTime(%(first)s) "
             "AND published_at <= toDateTime(%(last)s) AND id IN %(ids)s",
             {"first": min(stamps), "last": max(stamps), "ids": ids},
         ).rows
         known = {row[0] for row in rows}
-        return [item for item in scored if item.post.id not in known]
+        return [item for post_id, item in first.items() if post_id not in known]
 
     def _insert_one_by_one(self, scored: list[ScoredPost]) -> list[tuple[Message, str]]:
         failed: list[tuple[Message, str]] = []

@@ -27,6 +27,13 @@ def _f(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
+def _agree(a: dict[str, float] | None) -> str:
+    if not a:
+        return "n/a"
+    return (f"polarity {a['polarity']:.1%}, emotion {a['emotion']:.1%} "
+            f"(largest logit difference {a['max_abs_logit_diff']:.2g})")
+
+
 def _macro(result: dict[str, Any] | None, head: str, system: str = "moodwire") -> float | None:
     if not result or head not in result:
         return None
@@ -222,7 +229,7 @@ def render(
         "",
         f"- ONNX opset 17 from an eager-attention copy; ORT BERT fusions: {export.get('fused_ops')}.",
         f"- Argmax agreement on {export.get('n_agreement_samples')} validation texts: fp32 ONNX vs torch "
-        f"{export.get('fp32_vs_torch')}; int8 vs fp32 {export.get('int8_vs_fp32')}.",
+        f"{_agree(export.get('fp32_vs_torch'))}; int8 vs fp32 {_agree(export.get('int8_vs_fp32'))}.",
         "",
         "## Results",
         "",
@@ -257,8 +264,8 @@ def render(
         "- The financial test split is small (see sizes above) and was written by the same authors as the",
         "  training split: it measures how well the model learned their labelling, on text like theirs. Real",
         "  streams will differ; expect lower numbers on them. Its confidence interval at n≈700 is about ±3 points.",
-        "- Emotion is hard to label and harder to agree on; neighbouring classes (anger/disgust, fear/sadness)",
-        "  are confused most. Silver emotion labels from lexicons are noisy and mostly off-domain.",
+        "- Emotion is hard to label and people disagree on it; see the confusion matrix for the pairs mixed up",
+        "  most. Silver emotion labels from lexicons are noisy and mostly off-domain.",
         "- English only. Sarcasm, emoji-only posts, very short posts and long articles (truncated at "
         f"{meta['max_length']} tokens) are weak spots.",
         "- The polarity is about the author's stance or the news for the holder of the named asset; a post",

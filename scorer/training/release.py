@@ -2,6 +2,8 @@
 
     python -m scorer.training.release [--checkpoint DIR] [--out models/default] [--notes FILE]
 
+The shipped card was rendered with --notes data/model_card_notes.md.
+
 1. export with the fp32 graph kept (data/build/release/), agreement measured on validation texts;
 2. evaluate int8 (with baselines) and fp32 on every named evaluation set (data/build/eval/*.json);
 3. write the shipped model dir (int8 + tokenizer + meta + MODEL_CARD.md; no fp32: size).

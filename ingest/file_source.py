@@ -79,7 +79,7 @@ class FileSource:
                     data["symbols"] = [s for s in data["symbols"].replace(",", " ").split() if s]
             else:
                 data = json.loads(line)
-        except (UnicodeDecodeError, json.JSONDecodeError, StopIteration, csv.Error) as exc:
+        except (ValueError, RecursionError, StopIteration, csv.Error) as exc:  # bad UTF-8/JSON, huge ints
             return RawItem("file", None, raw=line, error=f"malformed {self._format} line: {exc}"[:300])
         if not isinstance(data, dict):
             return RawItem("file", None, raw=line, error=f"expected a JSON object, got {type(data).__name__}")

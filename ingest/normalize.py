@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from moodwire.schema import DEFAULT_TEXT_MAX_CHARS, InvalidPost, Post, clean_text, format_timestamp, validate_post
+from moodwire.schema import DEFAULT_TEXT_MAX_CHARS, InvalidPost, Post, format_timestamp, validate_post
 
 from ingest.dedupe import Duplicate as DuplicateKind
 from ingest.dedupe import ExactDeduper, NearDuplicateIndex
@@ -64,12 +64,9 @@ class Normalizer:
             return Rejected(raw, item.error or "empty item")
         data: dict[str, Any] = dict(item.data)
         data.setdefault("source", item.source)
-        if not data.get("published_at"):
+        if data.get("published_at") in (None, ""):
             # ARCHITECTURE: received_at stands in when the source gives no publication time.
             data["published_at"] = format_timestamp(received_at or datetime.now(UTC))
-        text = data.get("text")
-        if isinstance(text, str):
-            data["text"] = clean_text(text[: self._max_chars * 4], self._max_chars)
         try:
             post = validate_post(data, self._max_chars)
         except InvalidPost as exc:

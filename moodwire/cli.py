@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -14,6 +14,7 @@ import typer
 
 from moodwire import logs
 from moodwire.config import ConfigError, Settings, load_settings
+from moodwire.store import Store
 
 app = typer.Typer(
     name="moodwire",
@@ -46,19 +47,52 @@ def settings_or_exit(config: Path | None, **overrides: object) -> Settings:
     return settings
 
 
-def stop_on_signals() -> threading.Event:
-    """SIGINT/SIGTERM set the event: loops finish their batch, commit, and return."""
+def stop_on_signals(shutdown_timeout_s: float | None = None) -> threading.Event:
+    """SIGINT/SIGTERM set the event: loops finish their batch, commit, and return.
+
+    With a timeout, a process still alive that long after the signal (a hung insert, a broker
+    that won't answer) exits with code 3 instead of hanging: nothing uncommitted is lost, it
+    is redelivered on restart.
+    """
     stop = threading.Event()
+
+    def give_up() -> None:
+        log.error("still running %.0f s after the stop signal; exiting without a clean shutdown", shutdown_timeout_s)
+        os._exit(3)
 
     def handler(signum: int, _frame: object) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
         log.info("received %s; finishing the current batch", signal.Signals(signum).name)
         stop.set()
+        if shutdown_timeout_s is not None:
+            timer = threading.Timer(shutdown_timeout_s, give_up)
+            timer.daemon = True
+            timer.start()
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
     return stop
+
+
+def open_store_waiting(settings: Settings, stop: threading.Event) -> Store:
+    """Open and migrate the store, waiting (with backoff) while the server is down."""
+    from moodwire.store import StoreError, StoreUnavailable, open_store
+
+    delay = 1.0
+    while True:
+        try:
+            store = open_store(settings)
+            store.migrate()
+            return store
+        except StoreUnavailable as exc:
+            log.warning("%s; retrying in %.0f s", exc, delay)
+        except StoreError as exc:
+            typer.echo(f"moodwire: the store refused us: {exc}", err=True)
+            raise typer.Exit(2) from None
+        if stop.wait(delay):
+            raise typer.Exit(1)
+        delay = min(30.0, delay * 2)
 
 
 @app.command()
@@ -82,7 +116,7 @@ def run(
     from moodwire.embedded import run_embedded
 
     settings = settings_or_exit(config, data_dir=data_dir)
-    stop = stop_on_signals()
+    stop = stop_on_signals(settings.shutdown_timeout_s)
     code = run_embedded(settings, stop, inputs=input_file or [], rate=rate, duration_s=duration, exit_when_done=exit_when_done)
     raise typer.Exit(code)
 
@@ -103,7 +137,7 @@ def ingest(
     from moodwire.metrics import HealthState, serve_metrics
 
     settings = settings_or_exit(config)
-    stop = stop_on_signals()
+    stop = stop_on_signals(settings.shutdown_timeout_s)
     bus = open_bus(settings)
     bus.ensure_topics([settings.posts_topic, settings.dead_letter_topic])
     checkpoints = CheckpointStore(settings.state_dir / "ingest")
@@ -128,17 +162,15 @@ def score(config: ConfigOption = None) -> None:
     """Production scorer service: consume `posts`, score with ONNX Runtime, insert into ClickHouse, commit."""
     from moodwire.bus import open_bus
     from moodwire.metrics import HealthState, serve_metrics
-    from moodwire.store import open_store
     from scorer.runtime import OnnxScorer
     from scorer.service import ScorerService
 
     settings = settings_or_exit(config)
-    stop = stop_on_signals()
+    stop = stop_on_signals(settings.shutdown_timeout_s)
     health = HealthState()
     if settings.metrics_port:
         serve_metrics(settings.metrics_port, health)
-    store = open_store(settings)
-    store.migrate()
+    store = open_store_waiting(settings, stop)
     runtime = OnnxScorer(settings.model_dir, provider=settings.execution_provider, max_batch=settings.batch_max_size)
     log.info("model %s on %s", runtime.model_version, runtime.provider)
     bus = open_bus(settings)
@@ -164,12 +196,10 @@ def alert(
     """Production alerting service: every minute, detect negative spikes per ticker and notify."""
     from alerting.job import AlertJob, run_scheduler
     from moodwire.metrics import HealthState, serve_metrics
-    from moodwire.store import open_store
 
     settings = settings_or_exit(config)
-    stop = stop_on_signals()
-    store = open_store(settings)
-    store.migrate()
+    stop = stop_on_signals(settings.shutdown_timeout_s)
+    store = open_store_waiting(settings, stop)
     job = AlertJob.from_settings(settings, store)
     if once:
         fired = job.run_once()

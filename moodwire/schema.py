@@ -85,9 +85,14 @@ def strip_html(text: str) -> str:
     return "".join(extractor.parts)
 
 
-def clean_text(text: str, max_chars: int = DEFAULT_TEXT_MAX_CHARS) -> str:
-    """HTML stripped, invisible and control characters removed, whitespace collapsed, capped."""
-    text = strip_html(text)
+def clean_text(text: str, max_chars: int = DEFAULT_TEXT_MAX_CHARS, *, html: bool = True) -> str:
+    """HTML stripped, invisible and control characters removed, whitespace collapsed, capped.
+
+    Without `html` the result of a first pass is left as it is, so cleaning twice changes
+    nothing: "&amp;lt;" becomes "&lt;" once, not "<" on the second pass.
+    """
+    if html:
+        text = strip_html(text)
     text = unicodedata.normalize("NFC", text).translate(_INVISIBLE)
     text = "".join(
         " " if unicodedata.category(ch) in {"Cc", "Cs", "Co"} else ch for ch in text
@@ -245,14 +250,14 @@ def post_to_dict(post: Post) -> dict[str, Any]:
     return record
 
 
-def validate_post(data: Any, max_chars: int = DEFAULT_TEXT_MAX_CHARS) -> Post:
+def validate_post(data: Any, max_chars: int = DEFAULT_TEXT_MAX_CHARS, *, html: bool = True) -> Post:
     """A dict from JSON -> a clean Post, or InvalidPost naming what is wrong."""
     if not isinstance(data, dict):
         raise InvalidPost(f"expected a JSON object, got {type(data).__name__}")
     text = data.get("text")
     if not isinstance(text, str):
         raise InvalidPost("text: required, must be a string")
-    cleaned = clean_text(text[: max_chars * 4], max_chars)
+    cleaned = clean_text(text[: max_chars * 4], max_chars, html=html)
     if not cleaned:
         raise InvalidPost("text: empty after removing HTML and whitespace")
     try:
@@ -263,8 +268,12 @@ def validate_post(data: Any, max_chars: int = DEFAULT_TEXT_MAX_CHARS) -> Post:
         raise InvalidPost(f"{field}: {first.get('msg', 'invalid')}") from None
 
 
-def parse_post(raw: bytes | str, max_chars: int = DEFAULT_TEXT_MAX_CHARS) -> Post:
-    """Raw bytes off the bus or a file line -> Post, or InvalidPost."""
+def parse_post(raw: bytes | str, max_chars: int = DEFAULT_TEXT_MAX_CHARS, *, html: bool = True) -> Post:
+    """Raw bytes off the bus or a file line -> Post, or InvalidPost.
+
+    Posts on the bus were cleaned by ingest; the scorer passes html=False so a second pass
+    cannot turn escaped text ("&lt;script&gt;") into markup and strip it.
+    """
     if isinstance(raw, bytes):
         if len(raw) > MAX_RAW_BYTES:
             raise InvalidPost(f"message is {len(raw)} bytes, over the {MAX_RAW_BYTES}-byte limit")
@@ -276,4 +285,4 @@ def parse_post(raw: bytes | str, max_chars: int = DEFAULT_TEXT_MAX_CHARS) -> Pos
         data = json.loads(raw)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, or an integer over 4300 digits
         raise InvalidPost(f"malformed JSON: {exc}"[:300]) from None
-    return validate_post(data, max_chars)
+    return validate_post(data, max_chars, html=html)

@@ -172,11 +172,15 @@ class ServerStore:
     def migrate(self) -> None:
         from clickhouse_driver import Client
 
+        from clickhouse_driver.errors import ServerException
+
         bootstrap = Client(database="default", **self._connection)  # the database may not exist yet
         try:
             bootstrap.execute(f"CREATE DATABASE IF NOT EXISTS {self.database}")
+        except ServerException as exc:  # e.g. a wrong password: retrying will not help
+            raise StoreError(str(exc).split("Stack trace")[0].strip()) from None
         except Exception as exc:
-            raise StoreUnavailable(f"ClickHouse server unreachable: {exc}") from None
+            raise StoreUnavailable(f"ClickHouse server unreachable: {type(exc).__name__}: {exc}") from None
         finally:
             bootstrap.disconnect()
         _apply_migrations(self, self.flavour)

@@ -32,7 +32,7 @@ def bundled_sample() -> Path:
 def _status_table(started: float, ingested: int, scored: int, rejected: int, alerts: int, lag: int, provider: str) -> Table:
     elapsed = max(1e-9, time.monotonic() - started)
     table = Table(title="moodwire run (Ctrl-C to stop)", show_header=True, header_style="bold")
-    for column in ("elapsed", "ingested", "stored", "posts/s", "backlog", "rejected", "alerts", "runs on"):
+    for column in ("elapsed", "ingested", "stored", "posts/s", "backlog", "dead", "alerts", "runs on"):
         table.add_column(column, justify="right")
     table.add_row(
         f"{elapsed:.0f}s", str(ingested), str(scored), f"{scored / elapsed:.1f}", str(lag), str(rejected), str(alerts),
@@ -130,7 +130,7 @@ def run_embedded(
                 )
                 if deadline and time.monotonic() >= deadline:
                     stop.set()
-                if exit_when_done and not threads[0].is_alive() and lag == 0:
+                if exit_when_done and not threads[0].is_alive() and _all_processed(service.stats.processed, lag, bus, settings):
                     job.run_once()
                     live.update(
                         _status_table(
@@ -160,6 +160,15 @@ def run_embedded(
         f'Try: moodwire sql "SELECT symbol, count() FROM posts GROUP BY symbol"'
     )
     return 0
+
+
+def _all_processed(processed: int, lag: int, bus: object, settings: Settings) -> bool:
+    """Every message on the bus is scored, stored and committed (not merely fetched)."""
+    from moodwire.bus import LocalBus
+
+    if isinstance(bus, LocalBus):
+        return processed >= bus.size(settings.posts_topic)
+    return lag == 0 and processed > 0
 
 
 def _ingested_so_far(bus: object, settings: Settings) -> int:

@@ -46,6 +46,7 @@ class Scorer(Protocol):
 @dataclass
 class ScorerStats:
     batches: int = 0
+    processed: int = 0  # messages taken off the bus and committed, whatever became of them
     scored: int = 0
     rejected: int = 0
     last_batch_s: float = 0.0
@@ -105,6 +106,7 @@ class ScorerService:
         elapsed = time.perf_counter() - started
         stored = len(scored) - len(refused)
         self.stats.batches += 1
+        self.stats.processed += len(messages)
         self.stats.scored += stored
         self.stats.rejected += len(rejects)
         self.stats.last_batch_s = elapsed

@@ -15,6 +15,7 @@ from moodwire.schema import DEFAULT_TEXT_MAX_CHARS, InvalidPost, Post, format_ti
 from ingest.dedupe import Duplicate as DuplicateKind
 from ingest.dedupe import ExactDeduper, NearDuplicateIndex
 from ingest.sources import RawItem
+from ingest.spam import SpamDetector
 from ingest.tickers import SymbolLinker, SymbolTable
 
 
@@ -44,6 +45,7 @@ class Normalizer:
         linker: SymbolLinker | None = None,
         deduper: ExactDeduper | None = None,
         stories: NearDuplicateIndex | None = None,
+        spam: SpamDetector | None = None,
         *,
         max_chars: int = DEFAULT_TEXT_MAX_CHARS,
         detect_language: bool = True,
@@ -51,6 +53,7 @@ class Normalizer:
         self._linker = linker or SymbolLinker(SymbolTable.load())
         self._deduper = deduper or ExactDeduper()
         self._stories = stories or NearDuplicateIndex()
+        self._spam = spam or SpamDetector()
         self._max_chars = max_chars
         self._detect = None
         if detect_language:
@@ -75,12 +78,16 @@ class Normalizer:
         for symbol in self._linker.link(post.text):
             if symbol not in symbols:
                 symbols.append(symbol)
-        # The same text from another outlet is the same story, kept and clustered below (the
-        # number of outlets carrying it stays queryable); from the same author it is a repost.
-        verdict = self._deduper.check(post.id, f"{post.source} {post.author or '-'} {post.text}")
-        if verdict is not DuplicateKind.NEW:
+        # Only the same id is dropped: the same text from another outlet is the same story
+        # (kept, clustered below, so the outlets carrying it stay countable) and from the same
+        # author it is flagged as spam (kept, left out of the sentiment aggregates).
+        verdict = self._deduper.check(post.id, post.text)
+        if verdict is DuplicateKind.SAME_ID:
             return Duplicate(post.id, verdict.value)
         updates: dict[str, Any] = {"symbols": tuple(symbols[:20])}
+        flags = self._spam.flags(post.author and f"{post.source}:{post.author}", post.text, post.published_at)
+        if flags:
+            updates["flags"] = tuple(dict.fromkeys((*post.flags, *flags)))
         if post.story_id is None:
             # The same wire story from many outlets shares a story id: aggregates count it once.
             updates["story_id"] = self._stories.add(post.id, post.text, post.published_at)

@@ -57,6 +57,8 @@ class IngestWorker:
                 post = outcome.post
                 key = (post.symbols[0] if post.symbols else post.id).encode("utf-8")
                 self._producer.send(self._settings.posts_topic, post.to_json(), key=key)
+                for flag in post.flags:
+                    metrics.POSTS_FLAGGED.labels(flag).inc()
                 sent += 1
                 sent_by_source[post.source] = sent_by_source.get(post.source, 0) + 1
             elif isinstance(outcome, Duplicate):

@@ -15,6 +15,9 @@ POSTS_INGESTED = Counter("moodwire_posts_ingested_total", "Posts put on the bus 
 POSTS_DUPLICATE = Counter(
     "moodwire_posts_duplicate_total", "Posts dropped at ingest as exact duplicates", ["source", "why"]
 )
+POSTS_FLAGGED = Counter(
+    "moodwire_posts_flagged_total", "Posts flagged as spam or bot-like (stored, left out of sentiment)", ["flag"]
+)
 POSTS_REJECTED = Counter(
     "moodwire_posts_rejected_total", "Posts sent to the dead-letter topic", ["stage", "reason"]
 )

@@ -143,6 +143,9 @@ class Post(BaseModel):
     symbols: tuple[str, ...] = ()
     kind: Literal["post", "headline"] = "post"
     story_id: str | None = Field(default=None, max_length=512)
+    # Spam and bot signals set by ingest ("link_only", "repeated_text", "posting_rate"):
+    # such posts are stored but left out of the sentiment aggregates.
+    flags: tuple[str, ...] = ()
 
     @field_validator("id")
     @classmethod
@@ -190,6 +193,15 @@ class Post(BaseModel):
             if len(seen) >= MAX_SYMBOLS:
                 break
         return tuple(seen)
+
+    @field_validator("flags", mode="before")
+    @classmethod
+    def _flags(cls, value: Any) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and len(v) <= 32 for v in value):
+            raise ValueError("flags must be a list of short strings")
+        return tuple(value[:8])
 
     @field_validator("author", "url", "lang", "story_id", mode="before")
     @classmethod
@@ -247,6 +259,8 @@ def post_to_dict(post: Post) -> dict[str, Any]:
         value = getattr(post, name)
         if value is not None:
             record[name] = value
+    if post.flags:
+        record["flags"] = list(post.flags)
     return record
 
 

@@ -104,6 +104,7 @@ def post_row(scored: ScoredPost) -> tuple[Any, ...]:
         post.symbols[0] if post.symbols else "",
         post.kind,
         post.story_id or "",
+        list(post.flags),
         scored.polarity,
         scored.polarity_score,
         scored.emotion,

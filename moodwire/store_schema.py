@@ -36,6 +36,7 @@ POST_COLUMNS: tuple[str, ...] = (
     "symbol",
     "kind",
     "story_id",
+    "flags",
     "polarity",
     "polarity_score",
     "emotion",
@@ -110,6 +111,7 @@ CREATE TABLE IF NOT EXISTS {database}.posts (
     symbol String,
     kind {lc},
     story_id String,
+    flags Array(String),
     polarity {lc},
     polarity_score Float32,
     emotion {lc},
@@ -143,7 +145,7 @@ SELECT
     uniqExactState(id) AS posts,
     uniqExactState(if(story_id = '', id, story_id)) AS stories
 FROM {database}.posts
-WHERE status = 'scored'
+WHERE status = 'scored' AND empty(flags)
 GROUP BY minute, symbol, polarity, emotion"""
     alerts = f"""
 CREATE TABLE IF NOT EXISTS {database}.alerts (

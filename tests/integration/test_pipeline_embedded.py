@@ -120,7 +120,7 @@ def test_run_answers_sql_while_running_and_stops_cleanly_on_sigterm(tmp_path: Pa
     assert after.stdout.split()[-1] in ("1", "true")
 
 
-def test_posts_in_unsupported_languages_are_stored_marked_and_left_out_of_sentiment(
+def test_unsupported_languages_and_spam_are_stored_marked_and_left_out_of_sentiment(
     embedded_settings: Settings, tmp_path: Path
 ) -> None:
     from moodwire.bus import LocalBus
@@ -131,7 +131,9 @@ def test_posts_in_unsupported_languages_are_stored_marked_and_left_out_of_sentim
     english = make_post(1, text="Apple shares jump after a record quarter, analysts raise targets on $AAPL")
     german = make_post(2, text="Die Aktie von $AAPL ist heute nach den Quartalszahlen deutlich gefallen, Anleger sind enttäuscht")
     german["lang"] = "de"
-    for post in (english, german):
+    spam = make_post(3, text="$AAPL to the moon buy buy buy")
+    spam["flags"] = ["repeated_text"]
+    for post in (english, german, spam):
         producer.send(settings.posts_topic, json.dumps(post).encode())
     producer.flush()
     store = ChdbStore(settings.chdb_path)
@@ -142,7 +144,7 @@ def test_posts_in_unsupported_languages_are_stored_marked_and_left_out_of_sentim
         )
         service.process(service.poll_batch(threading.Event()))
         rows = dict(store.query("SELECT id, status FROM posts").rows)
-        assert rows == {"test:1": "scored", "test:2": "unsupported_language"}
+        assert rows == {"test:1": "scored", "test:2": "unsupported_language", "test:3": "scored"}
         counted = store.query("SELECT uniqExactMerge(posts) FROM post_minutes").rows[0][0]
         assert counted == 1
     finally:

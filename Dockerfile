@@ -8,6 +8,7 @@ COPY moodwire ./moodwire
 COPY ingest ./ingest
 COPY scorer ./scorer
 COPY alerting ./alerting
+COPY bench ./bench
 COPY models ./models
 RUN pip install --no-cache-dir ".${EXTRAS:+[$EXTRAS]}" \
     && useradd --system --uid 10001 moodwire

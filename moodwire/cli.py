@@ -297,14 +297,16 @@ def _print_result(result: object, output: str) -> None:
 
 
 def _register_commands() -> None:
-    """Commands whose modules own their own options (model lifecycle, backtest, report)."""
+    """Commands whose modules own their own options (model lifecycle, backtest, report, bench)."""
     from alerting.commands import register as register_alerting
+    from bench.commands import register as register_bench
     from moodwire.report_command import register as register_report
     from scorer.commands import register as register_scorer
 
     register_scorer(app)
     register_alerting(app)
     register_report(app)
+    register_bench(app)
 
 
 _register_commands()

@@ -1,0 +1,1 @@
+"""Benchmarks: they measure and write JSON under bench/results/; the tests assert."""

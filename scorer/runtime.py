@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 Provider = Literal["auto", "cpu", "cuda"]
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
+# Padded tokens per ONNX call on the CPU; measured best on 2 cores with MiniLM-L6 int8.
+CPU_MAX_BATCH_TOKENS = 512
 
 
 @dataclass(frozen=True)
@@ -52,12 +54,33 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
+def batch_bounds(sorted_lengths: np.ndarray, max_batch: int, max_tokens: int | None) -> list[tuple[int, int]]:
+    """[start, end) of each micro-batch over ascending lengths: at most max_batch rows, and at most
+    max_tokens padded tokens (rows x the batch's longest row), but never fewer than one row."""
+    n = len(sorted_lengths)
+    bounds: list[tuple[int, int]] = []
+    start = 0
+    while start < n:
+        end = min(n, start + max_batch)
+        if max_tokens is not None:
+            # Rows are ascending, so the last row of [start, end) sets the width: shrink until it fits.
+            while end - start > 1 and (end - start) * int(sorted_lengths[end - 1]) > max_tokens:
+                end -= 1
+        bounds.append((start, end))
+        start = end
+    return bounds
+
+
 class OnnxScorer:
     """Scores texts with an exported moodwire model.
 
     Texts are tokenized in one batch call, sorted by token length and cut into micro-batches of
     at most max_batch, each padded only to its own longest text; results come back in input order.
     Sorting matters: one long post in a batch of short ones would make every row pay for its length.
+
+    On the CPU a micro-batch is also cut at max_batch_tokens padded tokens (rows x longest row):
+    past a few hundred tokens per call the activations fall out of the caches and every row pays
+    for the longest one, so many small calls beat one big one (measured in bench/runtime_bench.py).
     """
 
     def __init__(
@@ -67,9 +90,12 @@ class OnnxScorer:
         threads: int | None = None,
         max_batch: int = 64,
         model_file: str | None = None,
+        max_batch_tokens: int | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
+        if max_batch_tokens is not None and max_batch_tokens < 1:
+            raise ValueError("max_batch_tokens must be >= 1")
         if provider not in ("auto", "cpu", "cuda"):
             raise ValueError(f"provider must be auto, cpu or cuda, not {provider!r}")
         self.model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
@@ -95,6 +121,10 @@ class OnnxScorer:
         self._session = ort.InferenceSession(str(self.model_path), sess_options=options, providers=providers)
         # ORT quietly drops CUDA when no GPU is visible; report what it actually uses.
         self.provider: str = self._session.get_providers()[0]
+        # A GPU wants big calls; a CPU wants calls that stay in its caches.
+        if max_batch_tokens is None and self.provider == _CPU:
+            max_batch_tokens = CPU_MAX_BATCH_TOKENS
+        self.max_batch_tokens = max_batch_tokens
         if provider == "cuda" and self.provider != _CUDA:
             raise RuntimeError(f"provider='cuda' asked for, but onnxruntime runs on {self.provider} (no usable GPU?)")
 
@@ -111,8 +141,9 @@ class OnnxScorer:
         self._pad_id = self._tokenizer.token_to_id("[PAD]") or 0
 
         log.info(
-            "scorer: model %s (%s) on %s, %d intra-op threads, max_batch %d",
+            "scorer: model %s (%s) on %s, %d intra-op threads, max_batch %d, max_batch_tokens %s",
             self.model_version, self.model_path.name, self.provider, options.intra_op_num_threads, max_batch,
+            max_batch_tokens,
         )
 
     @property
@@ -144,8 +175,8 @@ class OnnxScorer:
             return pol, emo
         lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=n)
         order = np.argsort(lengths, kind="stable")
-        for start in range(0, n, self.max_batch):
-            idx = order[start : start + self.max_batch]
+        for start, end in batch_bounds(lengths[order], self.max_batch, self.max_batch_tokens):
+            idx = order[start:end]
             width = max(1, int(lengths[idx].max()))
             input_ids = np.full((len(idx), width), self._pad_id, dtype=np.int64)
             for row, i in enumerate(idx):

@@ -97,3 +97,17 @@ def test_runtime_path_imports_no_training_deps() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_batch_bounds_cap_rows_and_padded_tokens() -> None:
+    import numpy as np
+
+    from scorer.runtime import batch_bounds
+
+    lengths = np.array([5, 5, 10, 10, 10, 40, 64, 64])
+    assert batch_bounds(lengths, max_batch=64, max_tokens=None) == [(0, 8)]
+    assert batch_bounds(lengths, max_batch=3, max_tokens=None) == [(0, 3), (3, 6), (6, 8)]
+    # 5 rows of width 10 = 50 tokens fit; the 40-token row alone would make 6 x 40 = 240.
+    assert batch_bounds(lengths, max_batch=64, max_tokens=64) == [(0, 5), (5, 6), (6, 7), (7, 8)]
+    # A single row longer than the budget still goes through, alone.
+    assert batch_bounds(np.array([100]), max_batch=8, max_tokens=10) == [(0, 1)]

@@ -33,7 +33,7 @@ from urllib.parse import urlencode
 from moodwire.schema import format_timestamp, parse_timestamp
 
 from moodwire.connector_settings import BlueskySettings
-from ingest.sources import RawItem, SourceBatch
+from ingest.sources import IDLE_SLEEP_S, RawItem, SourceBatch
 
 try:
     from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 SOURCE = "bluesky"
 POST_COLLECTION = "app.bsky.feed.post"
 SEEN_IDS = 5_000
-IDLE_SLEEP_S = 1.0
 MAX_BACKOFF_S = 300.0
 # A post's createdAt is set by the author's client; beyond this from the relay's time, trust the relay.
 MAX_CLOCK_SKEW = timedelta(days=1)

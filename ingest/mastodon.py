@@ -46,14 +46,13 @@ import httpx
 from moodwire.schema import parse_timestamp
 
 from moodwire.connector_settings import MastodonSettings
-from ingest.sources import RawItem, SourceBatch
+from ingest.sources import RawItem, SourceBatch, idle_wait, poll_due
 
 log = logging.getLogger(__name__)
 
 SOURCE = "mastodon"
 # Covers what the stream can deliver between two REST polls on a busy federated timeline.
 SEEN_PER_TIMELINE = 10_000
-IDLE_SLEEP_S = 1.0
 MAX_BACKOFF_S = 3_600.0
 STREAM_QUEUE_SIZE = 10_000
 USER_AGENT = "moodwire/0.1 (+https://github.com/moodwire/moodwire)"
@@ -137,17 +136,10 @@ class MastodonSource:
     def next_batch(self) -> SourceBatch:
         if self._settings.streaming and not self._threads:
             self._start_streams()
-        items: list[RawItem] = []
-        for timeline in self._timelines:
-            now = self._clock()
-            if now < self._not_before:
-                break
-            if timeline.next_poll <= now:
-                items.extend(self.poll(timeline))
+        items = poll_due(self._timelines, self.poll, self._clock, lambda: self._not_before)
         items.extend(self._drain_stream())
         if not items:
-            due = max(self._not_before, min(t.next_poll for t in self._timelines))
-            wait = max(0.0, min(IDLE_SLEEP_S, due - self._clock()))
+            wait = idle_wait(self._timelines, self._clock, self._not_before)
             if self._threads:
                 # Wake as soon as the stream has something rather than after the full nap.
                 try:

@@ -41,7 +41,7 @@ import httpx
 from moodwire.schema import format_timestamp
 
 from moodwire.connector_settings import RedditSettings
-from ingest.sources import RawItem, SourceBatch
+from ingest.sources import RawItem, SourceBatch, idle_wait, poll_due
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,6 @@ SOURCE = "reddit"
 # Far more than one poll can page through (10 pages x 100), so a restart never re-emits.
 SEEN_PER_LISTING = 3_000
 # Longest the ingest loop is held when nothing is due: other sources share its thread.
-IDLE_SLEEP_S = 1.0
 MAX_BACKOFF_S = 3_600.0
 # Text of posts and comments whose content is gone: nothing to score.
 _GONE = {"[deleted]", "[removed]"}
@@ -115,16 +114,9 @@ class RedditSource:
         }
 
     def next_batch(self) -> SourceBatch:
-        items: list[RawItem] = []
-        for listing in self._listings:
-            now = self._clock()
-            if now < self._not_before:
-                break
-            if listing.next_poll <= now:
-                items.extend(self.poll(listing))
+        items = poll_due(self._listings, self.poll, self._clock, lambda: self._not_before)
         if not items:
-            due = max(self._not_before, min(listing.next_poll for listing in self._listings))
-            self._sleep(max(0.0, min(IDLE_SLEEP_S, due - self._clock())))
+            self._sleep(idle_wait(self._listings, self._clock, self._not_before))
         return SourceBatch(items, self.checkpoint())
 
     def commit(self, checkpoint: dict[str, Any]) -> None:

@@ -34,13 +34,12 @@ from typing import Any
 import httpx
 
 from moodwire.connector_settings import StocktwitsSettings
-from ingest.sources import RawItem, SourceBatch
+from ingest.sources import RawItem, SourceBatch, idle_wait, poll_due
 
 log = logging.getLogger(__name__)
 
 SOURCE = "stocktwits"
 SEEN_PER_SYMBOL = 3_000
-IDLE_SLEEP_S = 1.0
 MAX_BACKOFF_S = 3_600.0
 USER_AGENT = "moodwire/0.1 (+https://github.com/moodwire/moodwire)"
 _SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9.\-]{0,11}$")
@@ -91,16 +90,9 @@ class StocktwitsSource:
         }
 
     def next_batch(self) -> SourceBatch:
-        items: list[RawItem] = []
-        for stream in self._streams:
-            now = self._clock()
-            if now < self._not_before:
-                break
-            if stream.next_poll <= now:
-                items.extend(self.poll(stream))
+        items = poll_due(self._streams, self.poll, self._clock, lambda: self._not_before)
         if not items:
-            due = max(self._not_before, min(s.next_poll for s in self._streams))
-            self._sleep(max(0.0, min(IDLE_SLEEP_S, due - self._clock())))
+            self._sleep(idle_wait(self._streams, self._clock, self._not_before))
         return SourceBatch(items, self.checkpoint())
 
     def commit(self, checkpoint: dict[str, Any]) -> None:

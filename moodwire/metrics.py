@@ -66,6 +66,11 @@ LAST_SUCCESS = Gauge(
 )
 
 
+def reason_label(reason: str) -> str:
+    """A low-cardinality label for a rejection reason: the field or check it names."""
+    return reason.split(":", 1)[0][:40] if ":" in reason else "invalid"
+
+
 class HealthState:
     """What /healthz and /readyz report: alive unless a loop stalled; ready once started."""
 

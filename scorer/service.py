@@ -225,7 +225,7 @@ class ScorerService:
         if message.topic:
             headers.append(("moodwire-source", f"{message.topic}/{message.partition}/{message.offset}".encode()))
         self._producer.send(self._settings.dead_letter_topic, message.value, key=message.key, headers=headers)
-        metrics.POSTS_REJECTED.labels("scorer", reason.split(":", 1)[0][:40]).inc()
+        metrics.POSTS_REJECTED.labels("scorer", metrics.reason_label(reason)).inc()
         metrics.DEAD_LETTERS.labels("scorer").inc()
         log.warning("dead-lettered a message: %s", reason)
 

@@ -118,26 +118,23 @@ def run_embedded(
     ]
     started = time.monotonic()
     deadline = started + duration_s if duration_s else None
+
+    def status(lag: int) -> Table:
+        return _status_table(
+            started, _ingested_so_far(bus, settings), service.stats.scored,
+            service.stats.rejected, job.fired_total, lag, runtime.provider,
+        )
+
     try:
         with Live(console=console, refresh_per_second=2, transient=False) as live:
             while not stop.is_set():
                 lag = sum(consumer.lag().values())
-                live.update(
-                    _status_table(
-                        started, _ingested_so_far(bus, settings), service.stats.scored,
-                        service.stats.rejected, job.fired_total, lag, runtime.provider,
-                    )
-                )
+                live.update(status(lag))
                 if deadline and time.monotonic() >= deadline:
                     stop.set()
                 if exit_when_done and not threads[0].is_alive() and _all_processed(service.stats.processed, lag, bus, settings):
                     job.run_once()
-                    live.update(
-                        _status_table(
-                            started, _ingested_so_far(bus, settings), service.stats.scored,
-                            service.stats.rejected, job.fired_total, lag, runtime.provider,
-                        )
-                    )
+                    live.update(status(lag))
                     stop.set()
                 stop.wait(0.5)
     finally:

@@ -2,6 +2,11 @@
 
 Offsets are committed only after the rows are in ClickHouse (and any dead letters are on the
 bus), so a crash anywhere redelivers the batch; the store's id-keyed dedupe makes that harmless.
+
+`run` overlaps the two halves: while one writer thread inserts batch k (and dead-letters its
+rejects), the loop polls and scores batch k+1. Batch k is committed, on the loop's own thread
+(the Kafka consumer is not thread-safe), only once its insert has returned; at most one batch is
+being written and one scored, so memory stays bounded and a stalled store stops consumption.
 """
 
 from __future__ import annotations
@@ -10,7 +15,8 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -52,6 +58,16 @@ class ScorerStats:
     last_batch_s: float = 0.0
 
 
+@dataclass
+class _Batch:
+    """One micro-batch between polling and committing."""
+
+    messages: list[Message]
+    started: float
+    scored: list[ScoredPost] = field(default_factory=list)
+    rejects: list[tuple[Message, str]] = field(default_factory=list)  # refused before scoring
+
+
 class ScorerService:
     def __init__(
         self,
@@ -86,31 +102,41 @@ class ScorerService:
         """Score and store one batch, then commit it. Returns the number of posts stored."""
         if not messages:
             return 0
-        started = time.perf_counter()
+        batch = self._prepare(messages)
+        return self._finish(batch, self._write(batch, stop))
+
+    def _prepare(self, messages: list[Message]) -> _Batch:
+        """Parse and score: the CPU half of a batch."""
+        batch = _Batch(messages=messages, started=time.perf_counter())
         posts: list[Post] = []
-        rejects: list[tuple[Message, str]] = []
         for message in messages:
             try:
                 posts.append(parse_post(message.value, self._settings.text_max_chars, html=False))
             except InvalidPost as exc:
-                rejects.append((message, exc.reason))
-        scored = self._score(posts)
-        refused = self._insert(scored, stop)
-        rejects.extend(refused)
+                batch.rejects.append((message, exc.reason))
+        batch.scored = self._score(posts)
+        return batch
+
+    def _write(self, batch: _Batch, stop: threading.Event | None) -> list[tuple[Message, str]]:
+        """Insert and dead-letter: the I/O half. Returns every message that was dead-lettered."""
+        rejects = batch.rejects + self._insert(batch.scored, stop)
         for message, reason in rejects:
             self._dead_letter(message, reason)
         if rejects:
             self._producer.flush()
-        self._consumer.commit(next_offsets(messages))
+        return rejects
 
-        elapsed = time.perf_counter() - started
-        stored = len(scored) - len(refused)
+    def _finish(self, batch: _Batch, rejects: list[tuple[Message, str]]) -> int:
+        """Commit a written batch and account for it."""
+        self._consumer.commit(next_offsets(batch.messages))
+        elapsed = time.perf_counter() - batch.started
+        stored = len(batch.scored) - (len(rejects) - len(batch.rejects))
         self.stats.batches += 1
-        self.stats.processed += len(messages)
+        self.stats.processed += len(batch.messages)
         self.stats.scored += stored
         self.stats.rejected += len(rejects)
         self.stats.last_batch_s = elapsed
-        metrics.BATCH_SIZE.observe(len(messages))
+        metrics.BATCH_SIZE.observe(len(batch.messages))
         metrics.BATCH_SECONDS.observe(elapsed)
         metrics.POSTS_SCORED.labels(self._scorer.model_version).inc(stored)
         metrics.LAST_SUCCESS.labels("scorer").set(time.time())
@@ -230,12 +256,19 @@ class ScorerService:
         log.warning("dead-lettered a message: %s", reason)
 
     def run(self, stop: threading.Event) -> None:
-        """Loop until `stop` is set; the batch in flight is finished, inserted and committed first."""
-        while not stop.is_set():
-            batch = self.poll_batch(stop)
-            if batch:
-                try:
-                    self.process(batch, stop)
-                except InterruptedError as exc:
-                    log.warning("%s", exc)
-                    return
+        """Loop until `stop` is set; the batches in flight are finished, inserted and committed first."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer-writer") as writer:
+            in_flight: tuple[_Batch, Future[list[tuple[Message, str]]]] | None = None
+            try:
+                while not stop.is_set():
+                    messages = self.poll_batch(stop)
+                    batch = self._prepare(messages) if messages else None
+                    if in_flight is not None:
+                        self._finish(in_flight[0], in_flight[1].result())
+                        in_flight = None
+                    if batch is not None:
+                        in_flight = (batch, writer.submit(self._write, batch, stop))
+                if in_flight is not None:
+                    self._finish(in_flight[0], in_flight[1].result())
+            except InterruptedError as exc:
+                log.warning("%s", exc)

@@ -224,12 +224,24 @@ class KafkaConsumerAdapter:
 # Durable in-process log (embedded default)
 
 _RECORD_HEADER = struct.Struct(">III")  # key length, headers length, value length
+# A compacted log starts with this header and the offset of its first record; a log without it
+# starts at offset 0 (every log that was never compacted).
+_LOG_MAGIC = b"MWLOG\x01"
+_LOG_BASE = struct.Struct(">Q")
+# Records every consumer group has committed are dropped (from memory and from the file) once
+# there are more than this many of them, so a long embedded run holds a bounded log.
+COMPACT_AFTER_RECORDS = 50_000
 
 
 @dataclass
 class _TopicLog:
     path: Path
+    base: int = 0  # offset of records[0]
     records: list[Message] = field(default_factory=list)
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.records)
 
 
 class LocalBus:
@@ -237,12 +249,15 @@ class LocalBus:
 
     Records are appended and fsynced on flush, committed offsets are written atomically, so a
     crash loses nothing acknowledged and redelivers what was not committed: the same
-    at-least-once contract as Kafka.
+    at-least-once contract as Kafka. Records that every consumer group of a topic has committed
+    are compacted away once there are more than `compact_after` of them (a topic nobody consumes,
+    such as the dead letters, keeps everything). Offsets keep counting up across compactions.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, compact_after: int = COMPACT_AFTER_RECORDS) -> None:
         self._dir = directory
         self._dir.mkdir(parents=True, exist_ok=True)
+        self._compact_after = compact_after
         self._lock = threading.Condition()
         self._topics: dict[str, _TopicLog] = {}
         self._files: dict[str, object] = {}
@@ -260,6 +275,9 @@ class LocalBus:
         if path.exists():
             data = path.read_bytes()
             position = 0
+            if data.startswith(_LOG_MAGIC):
+                (log_.base,) = _LOG_BASE.unpack_from(data, len(_LOG_MAGIC))
+                position = len(_LOG_MAGIC) + _LOG_BASE.size
             while position + _RECORD_HEADER.size <= len(data):
                 klen, hlen, vlen = _RECORD_HEADER.unpack_from(data, position)
                 end = position + _RECORD_HEADER.size + klen + hlen + vlen
@@ -269,7 +287,7 @@ class LocalBus:
                 key = data[body : body + klen] if klen else None
                 headers = _decode_headers(data[body + klen : body + klen + hlen])
                 value = data[body + klen + hlen : end]
-                log_.records.append(Message(topic, 0, len(log_.records), key, value, headers))
+                log_.records.append(Message(topic, 0, log_.end, key, value, headers))
                 position = end
             if position != len(data):
                 with path.open("r+b") as handle:
@@ -283,11 +301,8 @@ class LocalBus:
         with self._lock:
             log_ = self._load(topic)
             handle = self._files[topic]
-            handle.write(_RECORD_HEADER.pack(len(key or b""), len(encoded_headers), len(value)))  # type: ignore[attr-defined]
-            handle.write((key or b"") + encoded_headers + value)  # type: ignore[attr-defined]
-            log_.records.append(
-                Message(topic, 0, len(log_.records), key, value, tuple(headers), int(time.time() * 1000))
-            )
+            handle.write(_encode_record(key, encoded_headers, value))  # type: ignore[attr-defined]
+            log_.records.append(Message(topic, 0, log_.end, key, value, tuple(headers), int(time.time() * 1000)))
             self._lock.notify_all()
 
     def sync(self) -> None:
@@ -300,26 +315,74 @@ class LocalBus:
         deadline = time.monotonic() + timeout_s
         with self._lock:
             log_ = self._load(topic)
-            while len(log_.records) <= start:
+            while log_.end <= start:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []
                 self._lock.wait(remaining)
-            return log_.records[start : start + max_records]
+            # Offsets below the base were compacted after every group committed them; a new group
+            # starts at the oldest record kept, as Kafka's auto.offset.reset=earliest would.
+            first = max(start, log_.base) - log_.base
+            return log_.records[first : first + max_records]
 
     def size(self, topic: str) -> int:
+        """The topic's end offset (the offset the next record will get)."""
         with self._lock:
-            return len(self._load(topic).records)
+            return self._load(topic).end
 
     def committed(self, group: str, topic: str) -> int:
         path = self._offsets_path(group, topic)
         return int(path.read_text()) if path.exists() else 0
+
+    def register(self, group: str, topic: str) -> None:
+        """Make a new group's position (0) known, so compaction keeps what it has yet to read."""
+        path = self._offsets_path(group, topic)
+        if not path.exists():
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text("0")
+            os.replace(temporary, path)
 
     def store_commit(self, group: str, topic: str, offset: int) -> None:
         path = self._offsets_path(group, topic)
         temporary = path.with_suffix(".tmp")
         temporary.write_text(str(offset))
         os.replace(temporary, path)
+        self._compact(topic)
+
+    def _committed_by_every_group(self, topic: str) -> int:
+        offsets = [int(p.read_text()) for p in self._dir.glob(f"*.{topic}.offset")]
+        return min(offsets) if offsets else 0
+
+    def _compact(self, topic: str) -> None:
+        """Drop the records every group has committed, once there are enough of them.
+
+        The kept records go to a new file (base offset in its header) that replaces the log in
+        one rename, so a crash leaves either the old log or the new one, never a mix.
+        """
+        with self._lock:
+            log_ = self._load(topic)
+            upto = min(self._committed_by_every_group(topic), log_.end)
+            if upto - log_.base <= self._compact_after:
+                return
+            kept = log_.records[upto - log_.base :]
+            temporary = log_.path.with_suffix(".compacting")
+            with temporary.open("wb") as handle:
+                handle.write(_LOG_MAGIC + _LOG_BASE.pack(upto))
+                for record in kept:
+                    handle.write(_encode_record(record.key, _encode_headers(record.headers), record.value))
+                handle.flush()
+                os.fsync(handle.fileno())
+            self._files[topic].close()  # type: ignore[attr-defined]
+            os.replace(temporary, log_.path)
+            directory = os.open(self._dir, os.O_RDONLY)
+            try:
+                os.fsync(directory)  # the rename itself must survive a power cut
+            finally:
+                os.close(directory)
+            self._files[topic] = log_.path.open("ab")
+            log.info("compacted the %s log: %d committed records dropped", topic, upto - log_.base)
+            log_.records = kept
+            log_.base = upto
 
     def _offsets_path(self, group: str, topic: str) -> Path:
         return self._dir / f"{group}.{topic}.offset"
@@ -336,6 +399,10 @@ class LocalBus:
                 handle.close()  # type: ignore[attr-defined]
             self._files.clear()
             self._topics.clear()
+
+
+def _encode_record(key: bytes | None, encoded_headers: bytes, value: bytes) -> bytes:
+    return _RECORD_HEADER.pack(len(key or b""), len(encoded_headers), len(value)) + (key or b"") + encoded_headers + value
 
 
 def _encode_headers(headers: Sequence[tuple[str, bytes]]) -> bytes:
@@ -384,6 +451,8 @@ class LocalConsumer:
         self._bus = bus
         self._group = group
         self._topics = list(topics)
+        for topic in self._topics:
+            bus.register(group, topic)
         self._positions = {t: bus.committed(group, t) for t in self._topics}
         self._paused = False
 
@@ -414,7 +483,7 @@ class LocalConsumer:
         self._paused = False
 
     def lag(self) -> dict[TopicPartition, int]:
-        return {(t, 0): self._bus.size(t) - self._positions[t] for t in self._topics}
+        return {(t, 0): max(0, self._bus.size(t) - self._positions[t]) for t in self._topics}
 
     def close(self) -> None:
         pass

@@ -39,3 +39,51 @@ def test_a_torn_final_write_is_dropped_not_misread(tmp_path: Path) -> None:
     assert [m.value for m in reopened.consumer("g", ["posts"]).poll(10, timeout_s=0.1)] == [b"complete"]
     reopened.producer().send("posts", b"next")
     assert [m.value for m in reopened.consumer("h", ["posts"]).poll(10, timeout_s=0.1)] == [b"complete", b"next"]
+
+
+def test_committed_records_are_compacted_and_offsets_keep_counting(tmp_path: Path) -> None:
+    bus = LocalBus(tmp_path, compact_after=10)
+    producer = bus.producer()
+    for i in range(30):
+        producer.send("posts", f"m{i}".encode(), headers=[("n", str(i).encode())])
+    producer.flush()
+    fast, slow = bus.consumer("fast", ["posts"]), bus.consumer("slow", ["posts"])
+    fast.commit(next_offsets(fast.poll(25, timeout_s=0.1)))
+    first_slow = slow.poll(5, timeout_s=0.1)
+    slow.commit(next_offsets(first_slow))
+    # The slowest group has committed only 5 records: nothing may be dropped yet.
+    assert (tmp_path / "posts.log").read_bytes()[:5] != b"MWLOG"
+    slow.commit(next_offsets(slow.poll(15, timeout_s=0.1)))  # both groups now past offset 20
+    size_after = (tmp_path / "posts.log").stat().st_size
+    assert bus.size("posts") == 30
+
+    producer.send("posts", b"m30")
+    producer.flush()
+    rest = fast.poll(100, timeout_s=0.1)
+    assert [(m.offset, m.value) for m in rest] == [(i, f"m{i}".encode()) for i in range(25, 31)]
+    assert rest[0].headers == (("n", b"25"),)
+    bus.close()
+
+    reopened = LocalBus(tmp_path, compact_after=10)
+    assert reopened.size("posts") == 31
+    again = reopened.consumer("slow", ["posts"]).poll(100, timeout_s=0.1)
+    assert [(m.offset, m.value) for m in again] == [(i, f"m{i}".encode()) for i in range(20, 31)]
+    # A group that never committed starts at the oldest record kept.
+    newcomer = reopened.consumer("new", ["posts"]).poll(100, timeout_s=0.1)
+    assert newcomer[0].offset == 20 and len(newcomer) == 11
+    assert size_after < 30 * 20
+
+
+def test_a_crash_during_compaction_leaves_the_old_log_intact(tmp_path: Path) -> None:
+    bus = LocalBus(tmp_path)
+    producer = bus.producer()
+    for i in range(5):
+        producer.send("posts", f"m{i}".encode())
+    producer.flush()
+    bus.close()
+    # A half-written replacement that was never renamed over the log.
+    (tmp_path / "posts.compacting").write_bytes(b"MWLOG\x01garbage")
+    reopened = LocalBus(tmp_path)
+    assert [m.value for m in reopened.consumer("g", ["posts"]).poll(10, timeout_s=0.1)] == [
+        f"m{i}".encode() for i in range(5)
+    ]

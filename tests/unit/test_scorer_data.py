@@ -147,3 +147,20 @@ def test_build_keeps_evaluation_sets_out_of_training(tmp_path: Path) -> None:
     assert not train_ids & test_ids
     assert all(split_of(i) == "test" for i in test_ids)
     assert (tmp_path / data.MANIFEST_FILE).is_file()
+
+
+def test_near_duplicates_catch_paraphrases_of_evaluation_rows_but_not_new_texts() -> None:
+    from scorer.training.data import near_duplicates
+
+    references = [
+        "Acme Corp slashes full-year guidance as orders dry up, shares sink",
+        "RT @trader: $XYZ breaking out of a six month base, volume confirms",
+    ]
+    candidates = [
+        "Acme Corp slashes its full-year guidance as orders dry up; shares sink",  # light edit: a leak
+        "@someone $XYZ breaking out of a six month base, volume confirms",  # a retweet variant: a leak
+        "Acme Corp raises guidance after a record quarter of orders",  # same company, new story
+        "shares sink",  # too short to judge by word overlap
+    ]
+    assert near_duplicates(candidates, references, jaccard=0.7) == {0, 1}
+    assert near_duplicates(candidates, [], jaccard=0.7) == set()

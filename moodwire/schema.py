@@ -85,6 +85,13 @@ def strip_html(text: str) -> str:
     return "".join(extractor.parts)
 
 
+# Exactly the code points of Unicode categories Cc (controls), Cs (surrogates) and Co (private
+# use), as one regex: a per-character unicodedata.category() loop cost ~50 us per post.
+_CONTROL_RE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\ud800-\udfff\ue000-\uf8ff\U000f0000-\U000ffffd\U00100000-\U0010fffd]"
+)
+
+
 def clean_text(text: str, max_chars: int = DEFAULT_TEXT_MAX_CHARS, *, html: bool = True) -> str:
     """HTML stripped, invisible and control characters removed, whitespace collapsed, capped.
 
@@ -94,9 +101,7 @@ def clean_text(text: str, max_chars: int = DEFAULT_TEXT_MAX_CHARS, *, html: bool
     if html:
         text = strip_html(text)
     text = unicodedata.normalize("NFC", text).translate(_INVISIBLE)
-    text = "".join(
-        " " if unicodedata.category(ch) in {"Cc", "Cs", "Co"} else ch for ch in text
-    )
+    text = _CONTROL_RE.sub(" ", text)
     text = _WHITESPACE_RE.sub(" ", text).strip()
     if len(text) > max_chars:
         cut = text.rfind(" ", 0, max_chars)

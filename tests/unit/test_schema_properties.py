@@ -416,3 +416,13 @@ def test_a_hostile_file_never_stops_ingest(lines: list[bytes]) -> None:
                 check_outcome(worker.normalize(item, datetime.now(UTC)))
         source.close()
     assert seen == sum(1 for line in flat if line.strip())
+
+
+def test_control_pattern_is_exactly_the_cc_cs_co_categories() -> None:
+    from moodwire.schema import _CONTROL_RE
+
+    pattern = re.compile(_CONTROL_RE.pattern)
+    for code in range(0x110000):
+        ch = chr(code)
+        expected = unicodedata.category(ch) in {"Cc", "Cs", "Co"}
+        assert bool(pattern.fullmatch(ch)) == expected, hex(code)

@@ -338,15 +338,10 @@ class LocalBus:
         """Make a new group's position (0) known, so compaction keeps what it has yet to read."""
         path = self._offsets_path(group, topic)
         if not path.exists():
-            temporary = path.with_suffix(".tmp")
-            temporary.write_text("0")
-            os.replace(temporary, path)
+            _write_atomically(path, "0")
 
     def store_commit(self, group: str, topic: str, offset: int) -> None:
-        path = self._offsets_path(group, topic)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(str(offset))
-        os.replace(temporary, path)
+        _write_atomically(self._offsets_path(group, topic), str(offset))
         self._compact(topic)
 
     def _committed_by_every_group(self, topic: str) -> int:
@@ -361,6 +356,8 @@ class LocalBus:
         """
         with self._lock:
             log_ = self._load(topic)
+            if log_.end - log_.base <= self._compact_after:
+                return  # too few records to bother: spares every commit a read of the offset files
             upto = min(self._committed_by_every_group(topic), log_.end)
             if upto - log_.base <= self._compact_after:
                 return
@@ -399,6 +396,12 @@ class LocalBus:
                 handle.close()  # type: ignore[attr-defined]
             self._files.clear()
             self._topics.clear()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
 
 
 def _encode_record(key: bytes | None, encoded_headers: bytes, value: bytes) -> bytes:

@@ -587,22 +587,26 @@ def build(out_dir: Path = BUILD_DIR, config: BuildConfig = BuildConfig()) -> Man
 
     # The contract that matters most: no evaluation text may appear in training. Different
     # sources share a few stock phrases ("Yes.", "Sure."); the training copy goes.
-    eval_texts = {
-        normalise_for_dedupe(e.text)
-        for name, rows in outputs.items() if name not in (TRAIN_FILE, VALIDATION_FILE)
-        for e in rows
-    }
-    eval_rows = [e.text for name, rows in outputs.items() if name not in (TRAIN_FILE, VALIDATION_FILE) for e in rows]
-    for name in (TRAIN_FILE, VALIDATION_FILE):
+    trainable = (TRAIN_FILE, VALIDATION_FILE)
+    eval_texts = {normalise_for_dedupe(e.text) for name, rows in outputs.items() if name not in trainable for e in rows}
+    for name in trainable:
         kept = [e for e in outputs[name] if normalise_for_dedupe(e.text) not in eval_texts]
         manifest.files.setdefault(name, {})["dropped_as_in_evaluation_sets"] = len(outputs[name]) - len(kept)
-        # Hand-written rows are the ones a writer may have paraphrased from a test row.
-        near = near_duplicates([e.text for e in kept], eval_rows, config.near_duplicate_jaccard)
-        manifest.files[name]["dropped_as_near_duplicates_of_evaluation_rows"] = len(near)
-        outputs[name] = [e for i, e in enumerate(kept) if i not in near]
+        outputs[name] = kept
+    # Paraphrases and retweet variants of evaluation rows leak too: one pass over both files, so
+    # the evaluation rows are hashed once.
+    eval_rows = [e.text for name, rows in outputs.items() if name not in trainable for e in rows]
+    candidates = [e.text for name in trainable for e in outputs[name]]
+    near = near_duplicates(candidates, eval_rows, config.near_duplicate_jaccard)
+    offset = 0
+    for name in trainable:
+        rows = outputs[name]
+        outputs[name] = [e for i, e in enumerate(rows, offset) if i not in near]
+        manifest.files[name]["dropped_as_near_duplicates_of_evaluation_rows"] = len(rows) - len(outputs[name])
+        offset += len(rows)
     train_texts = {normalise_for_dedupe(e.text) for e in outputs[TRAIN_FILE]}
     for name, rows in outputs.items():
-        if name in (TRAIN_FILE, VALIDATION_FILE):
+        if name in trainable:
             continue
         leaked = sum(1 for e in rows if normalise_for_dedupe(e.text) in train_texts)
         manifest.files.setdefault(name, {})["overlap_with_train"] = leaked

@@ -172,20 +172,18 @@ def cuda_status() -> tuple[bool, str]:
 def describe_machine() -> dict[str, Any]:
     import onnxruntime as ort
 
-    from scorer.runtime import available_cores
+    from scorer.runtime import available_cores, cpu_model
 
-    cpu_model = ""
     flags: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and not cpu_model:
-                cpu_model = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
+            if line.startswith("flags"):
                 flags = set(line.split(":", 1)[1].split())
+                break
     except OSError:
-        cpu_model = platform.processor()
+        pass
     info: dict[str, Any] = {
-        "cpu_model": cpu_model,
+        "cpu_model": cpu_model(),
         "logical_cpus": os.cpu_count(),
         "cores_available": available_cores(),
         "cpu_features": sorted(flags & {"avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "avx512_bf16", "avx512_fp16"}),

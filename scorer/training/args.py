@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -81,16 +79,3 @@ class TrainingArguments:
             eval_every_steps=2,
             epochs=1.0,
         )
-
-
-def describe_cpu() -> str:
-    """The CPU a run used, for its report and the model card ("Intel(R) Xeon(R) ..., 2 cores")."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {len(os.sched_getaffinity(0))} cores"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import time
 from collections import Counter
@@ -22,7 +21,8 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from moodwire.labels import EMOTION_LABELS, POLARITY_LABELS
-from scorer.training.args import TrainingArguments, describe_cpu
+from scorer.runtime import available_cores, cpu_model
+from scorer.training.args import TrainingArguments
 from scorer.training.data import Example, load_labelled
 from scorer.training.metrics import classification_report
 from scorer.training.modeling import CheckpointInfo, SentimentModel, build_model, resolve_base, save_checkpoint
@@ -161,7 +161,7 @@ def train(args: TrainingArguments, console: Console | None = None) -> dict[str, 
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
+    torch.set_num_threads(args.threads or available_cores())
     rng = random.Random(args.seed)
 
     out_dir = Path(args.output_dir)
@@ -309,7 +309,7 @@ def train(args: TrainingArguments, console: Console | None = None) -> dict[str, 
         "history": history,
         "minutes": round(elapsed / 60, 2),
         "torch_threads": torch.get_num_threads(),
-        "machine": describe_cpu(),
+        "machine": f"{cpu_model()}, {available_cores()} cores",
         "class_weights": {"polarity": pol_w.tolist(), "emotion": emo_w.tolist()},
         "checkpoint": str(ckpt_dir),
     }

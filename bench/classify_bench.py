@@ -23,10 +23,8 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -91,26 +89,17 @@ with open(out_file, "w", encoding="utf-8") as out:
 
 
 def _timed(args: list[str], stdout_file: Path) -> dict[str, Any]:
-    from bench.runtime_bench import _busy_cpu_s
+    from bench.runtime_bench import _busy_cpu_s, spawn
 
-    with stdout_file.open("wb") as out, tempfile.TemporaryFile() as err:
+    with stdout_file.open("wb") as out:
         busy_before = _busy_cpu_s()
         began = time.perf_counter()
-        process = subprocess.Popen(args, stdout=out, stderr=err, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-        timer = threading.Timer(TIMEOUT_S, process.kill)
-        timer.start()
-        try:
-            _pid, status, usage = os.wait4(process.pid, 0)
-        finally:
-            timer.cancel()
+        code, usage, tail = spawn(args, TIMEOUT_S, stdout=out, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         wall = time.perf_counter() - began
-        process.returncode = os.waitstatus_to_exitcode(status)
-        err.seek(0)
-        tail = err.read()[-2000:].decode("utf-8", "replace")
     child_cpu = usage.ru_utime + usage.ru_stime
     others = max(0.0, _busy_cpu_s() - busy_before - child_cpu)
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(args[:3])} ... exited {process.returncode}: {tail}")
+    if code != 0:
+        raise RuntimeError(f"{' '.join(args[:3])} ... exited {code}: {tail}")
     return {
         "wall_s": round(wall, 2),
         "cpu_s": round(child_cpu, 1),

@@ -50,6 +50,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np  # noqa: E402
 
 from bench import corpus  # noqa: E402
+from bench.overload import status_kb  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "e2e.json"
@@ -132,16 +133,6 @@ def _post(index: int, prefix: str, item: corpus.CorpusPost) -> bytes:
         },
         ensure_ascii=False,
     ).encode("utf-8")
-
-
-def _status_kb(pid: int, field: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def _process_cpu_s(pid: int) -> float:
@@ -413,8 +404,8 @@ def run(
                 "poll_query_p50_ms": round(float(np.percentile(poller.query_s, 50)) * 1000, 1) if poller.query_s else None,
             }
             report["scorer_process"] = {
-                "peak_rss_mb": round(_status_kb(scorer.pid, "VmHWM") / 1024, 1),
-                "rss_at_end_mb": round(_status_kb(scorer.pid, "VmRSS") / 1024, 1),
+                "peak_rss_mb": round(status_kb(scorer.pid, "VmHWM") / 1024, 1),
+                "rss_at_end_mb": round(status_kb(scorer.pid, "VmRSS") / 1024, 1),
                 "cpu_s": round(_process_cpu_s(scorer.pid), 1),
                 "wall_s": round(time.perf_counter() - spawned, 1),
             }
@@ -422,13 +413,8 @@ def run(
             store.close()
         finally:
             stop_poller.set()
-            if scorer is not None and scorer.poll() is None:
-                scorer.send_signal(signal.SIGINT)
-                try:
-                    scorer.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    scorer.kill()
-                    scorer.wait()
+            if scorer is not None:
+                services.stop_process(scorer, signal.SIGINT, timeout_s=30)
             broker.stop()
             clickhouse.stop()
 

@@ -180,13 +180,10 @@ class ScorerProcess:
         """SIGTERM, then the exit code and how long it took."""
         if not self.alive():
             return {"exit_code": self.process.returncode, "stop_s": 0.0}
+        from tests.services import stop_process
+
         began = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait()
+        code = stop_process(self.process, signal.SIGTERM, timeout_s)
         return {"exit_code": code, "stop_s": round(time.monotonic() - began, 2)}
 
     def log_levels(self) -> dict[str, int]:

@@ -56,7 +56,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -536,10 +536,12 @@ def corpus_gflop_per_post(token_lengths: Sequence[int]) -> float:
 # Parent: orchestrate, compare, print, write
 
 
-def _spawn(args: list[str], timeout_s: float) -> tuple[int, float, str]:
-    """Run a child; -> (exit code, its CPU seconds (from wait4), stderr tail)."""
+def spawn(
+    args: list[str], timeout_s: float, stdout: IO[bytes] | int = subprocess.DEVNULL, env: dict[str, str] | None = None
+) -> tuple[int, resource.struct_rusage, str]:
+    """Run a child to its end (killed after timeout_s); -> (exit code, its rusage from wait4, stderr tail)."""
     with tempfile.TemporaryFile() as err:
-        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, cwd=REPO)
+        process = subprocess.Popen(args, stdout=stdout, stderr=err, cwd=REPO, env=env)
         timer = threading.Timer(timeout_s, process.kill)
         timer.start()
         try:
@@ -549,7 +551,7 @@ def _spawn(args: list[str], timeout_s: float) -> tuple[int, float, str]:
         process.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         tail = err.read()[-3000:].decode("utf-8", "replace")
-    return process.returncode, usage.ru_utime + usage.ru_stime, tail
+    return process.returncode, usage, tail
 
 
 def _run_child(kind: str, name: str, spec_file: Path, work: Path) -> dict[str, Any]:
@@ -557,7 +559,8 @@ def _run_child(kind: str, name: str, spec_file: Path, work: Path) -> dict[str, A
     args = [sys.executable, "-m", "bench.runtime_bench", f"--{kind}", name, "--spec", str(spec_file), "--result", str(out)]
     busy_before, wall_before = _busy_cpu_s(), time.perf_counter()
     self_before = sum(os.times()[:2])
-    code, child_cpu, tail = _spawn(args, WORKER_TIMEOUT_S)
+    code, usage, tail = spawn(args, WORKER_TIMEOUT_S)
+    child_cpu = usage.ru_utime + usage.ru_stime
     wall = time.perf_counter() - wall_before
     others = _busy_cpu_s() - busy_before - child_cpu - (sum(os.times()[:2]) - self_before)
     if code != 0 or not out.is_file():

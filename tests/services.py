@@ -40,6 +40,19 @@ def tansu_binary() -> Path:
     return path
 
 
+def stop_process(process: subprocess.Popen[bytes], stop_signal: int, timeout_s: float) -> int:
+    """Ask a child to stop with `stop_signal`, kill it if it is still there after timeout_s;
+    -> its exit code."""
+    if process.poll() is not None:
+        return process.returncode
+    process.send_signal(stop_signal)
+    try:
+        return process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
 @dataclass
 class Service:
     name: str
@@ -49,13 +62,7 @@ class Service:
     stop_signal: int = signal.SIGINT
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(self.stop_signal)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, self.stop_signal, timeout_s=10)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def kill(self) -> None:

@@ -69,12 +69,7 @@ def s3_env(tmp_path: Path) -> Iterator[dict[str, str]]:
             "AWS_DEFAULT_REGION": "us-east-1",
         }
     finally:
-        moto.send_signal(signal.SIGINT)
-        try:
-            moto.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            moto.kill()
-            moto.wait()
+        services.stop_process(moto, signal.SIGINT, timeout_s=10)
 
 
 def start_s3_tansu(env: dict[str, str], port: int | None = None) -> services.Service:

@@ -9,7 +9,7 @@
   mean pooling), so its labels differ; its arithmetic is the same to within the pooler's one
   384x384 matrix per post (< 0.1% of the encoder's).
 * `fp32_model_dir`: a model dir holding `model.fp32.onnx` (the fused fp32 graph that int8 is
-  quantized from) and, when asked, `model.fp16.onnx`; exported from the same weights with
+  quantized from) and/or `model.fp16.onnx`, as asked; exported from the same weights with
   `scorer.training.export` and cached under data/build/bench/.
 
 Which weights made the model dir: the untrained stand-in records `trained: false` and its
@@ -137,21 +137,39 @@ def graph_digest(path: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def fp32_model_dir(ref: Reference, fp16: bool = False) -> Path:
-    """A model dir with model.fp32.onnx (and model.fp16.onnx if asked) from the reference weights.
+def fp32_model_dir(ref: Reference, fp16: bool = False, fp32: bool = True) -> Path:
+    """A model dir with model.fp32.onnx and/or model.fp16.onnx (as asked) from the reference weights.
 
     Uses the model dir's own files when it has them; otherwise exports once and caches the
-    result under data/build/bench/<model_version>-<digest of model.onnx>/.
+    result under data/build/bench/<model_version>-<digest of model.onnx>/. Only the graphs asked
+    for are required, so a GPU-only run needs no fp32 graph on disk.
     """
     source = Path(ref.model_dir)
-    has_fp32 = (source / model_files.FP32_MODEL_FILE).is_file()
-    has_fp16 = (source / model_files.FP16_MODEL_FILE).is_file()
-    if has_fp32 and (has_fp16 or not fp16):
+    want = ([model_files.FP32_MODEL_FILE] if fp32 else []) + ([model_files.FP16_MODEL_FILE] if fp16 else [])
+    if all((source / name).is_file() for name in want):
         return source
     cache = CACHE_DIR / f"{ref.model_version}-{graph_digest(source / model_files.MODEL_FILE)}"
-    want = [model_files.FP32_MODEL_FILE] + ([model_files.FP16_MODEL_FILE] if fp16 else [])
     if all((cache / name).is_file() for name in want):
         return cache
+    from scorer.training.export import export_fp32, fuse, to_fp16
+
+    cache.mkdir(parents=True, exist_ok=True)
+    model = torch_model(ref, attn_implementation="eager")  # SDPA leaves ORT nothing to fuse
+    cfg = model.encoder.config
+    raw = cache / "raw.onnx"
+    log.info("exporting %s from the reference weights into %s", " and ".join(want), cache)
+    export_fp32(model, raw)
+    for name in want:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, cache / name)
+        elif name == model_files.FP32_MODEL_FILE:
+            fuse(raw, cache / name, int(cfg.num_attention_heads), int(cfg.hidden_size))
+        else:
+            to_fp16(raw, cache / name, int(cfg.num_attention_heads), int(cfg.hidden_size))
+    raw.unlink()
+    for name in (model_files.META_FILE, model_files.TOKENIZER_FILE):
+        shutil.copyfile(source / name, cache / name)
+    return cache
     from scorer.training.export import export_fp32, fuse, to_fp16
 
     cache.mkdir(parents=True, exist_ok=True)

@@ -218,7 +218,9 @@ def classify(
     file: Annotated[str, typer.Argument(help="JSONL posts (needs `text`; `id` is echoed), or - for stdin.")] = "-",
     model_dir: Annotated[Optional[Path], typer.Option(help="Model directory (default: the bundled model).")] = None,
     explain: Annotated[bool, typer.Option(help="Add per-token attributions for the predicted labels.")] = False,
-    batch_size: Annotated[int, typer.Option(help="Texts per ONNX batch.")] = 64,
+    batch_size: Annotated[
+        Optional[int], typer.Option(min=1, help="Texts per ONNX batch (default: 64 on a CPU, 256 on a GPU).")
+    ] = None,
     provider: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Score posts offline: one JSON object out per JSON line in, same order; needs no servers.

@@ -49,12 +49,13 @@ def classify_stream(
     *,
     model_dir: Path | None = None,
     explain: bool = False,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     provider: str = "auto",
 ) -> int:
     """Score every line; returns how many lines could not be scored (they get an `error`)."""
     from scorer.runtime import OnnxScorer
 
+    # None: the runtime's default for the provider it gets (64 on a CPU, 256 on a GPU).
     scorer = OnnxScorer(model_dir, provider=provider, max_batch=batch_size)  # type: ignore[arg-type]
     explainer = None
     if explain:

@@ -71,6 +71,17 @@ def test_metadata_and_provider(scorer: OnnxScorer) -> None:
     assert scorer.provider == "CPUExecutionProvider"
 
 
+def test_io_binding_gives_the_same_scores(scorer: OnnxScorer) -> None:
+    # The binding path is what the CUDA EP uses by default; on the CPU it must agree exactly.
+    assert scorer.io_binding is False
+    bound = OnnxScorer(MODEL_DIR, provider="cpu", max_batch=2, io_binding=True)
+    assert bound.io_binding is True
+    pol, emo = scorer.predict_proba(TEXTS)
+    bound_pol, bound_emo = bound.predict_proba(TEXTS)
+    np.testing.assert_array_equal(bound_pol, pol)
+    np.testing.assert_array_equal(bound_emo, emo)
+
+
 def test_truncation_at_max_length(scorer: OnnxScorer) -> None:
     ids = scorer.tokenize(["word " * 500])
     assert len(ids[0]) == scorer.meta.max_length

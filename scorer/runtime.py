@@ -122,6 +122,7 @@ class OnnxScorer:
         use_cuda = provider == "cuda" or (provider == "auto" and _CUDA in ort.get_available_providers())
         if provider == "cuda" and _CUDA not in ort.get_available_providers():
             raise RuntimeError("provider='cuda' asked for, but this onnxruntime has no CUDA EP (install the gpu extra)")
+        chosen_file = model_file is None
         if model_file is None:
             # int8 dynamic quantization runs on CPU kernels only; on a GPU the fp16 graph is the fast one.
             fp16 = self.model_dir / model_files.FP16_MODEL_FILE
@@ -138,6 +139,13 @@ class OnnxScorer:
         self._session = ort.InferenceSession(str(self.model_path), sess_options=options, providers=providers)
         # ORT quietly drops CUDA when no GPU is visible; report what it actually uses.
         self.provider: str = self._session.get_providers()[0]
+        if chosen_file and self.provider != _CUDA and model_file != model_files.MODEL_FILE:
+            # onnxruntime-gpu without a usable GPU: the fp16 graph on the CPU runs at under half
+            # the int8 graph's speed, so fall back to int8 like a CPU-only install would.
+            log.warning("CUDA EP unusable (no GPU or driver?); running %s on the CPU", model_files.MODEL_FILE)
+            self.model_path = model_files.graph_path(self.model_dir, model_files.MODEL_FILE)
+            self._session = ort.InferenceSession(str(self.model_path), sess_options=options, providers=[_CPU])
+            self.provider = _CPU
         # A GPU wants big calls; a CPU wants calls that stay in its caches.
         if max_batch_tokens is None and self.provider == _CPU:
             max_batch_tokens = CPU_MAX_BATCH_TOKENS

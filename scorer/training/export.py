@@ -158,6 +158,7 @@ class ExportReport:
     fp16_written: bool
     seconds: float
     files_mb: dict[str, float] = field(default_factory=dict)
+    fp16_vs_fp32: dict[str, float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -214,6 +215,13 @@ def export_model(
         fp32_vs_torch = _agreement(torch_out, fp32_out)
         int8_vs_fp32 = _agreement(fp32_out, int8_out)
         log.info("fp32 vs torch %s; int8 vs fp32 %s", fp32_vs_torch, int8_vs_fp32)
+        fp16_vs_fp32 = None
+        if fp16:
+            # Run here on the CPU EP (slow, but the same graph a GPU runs): a broken fp16 conversion
+            # shows up as disagreement before the graph ships.
+            fp16_scorer = OnnxScorer(work, provider="cpu", model_file=model_files.FP16_MODEL_FILE)
+            fp16_vs_fp32 = _agreement(fp32_out, fp16_scorer.logits_for_ids(ids))
+            log.info("fp16 vs fp32 %s", fp16_vs_fp32)
 
         shipped = {model_files.MODEL_FILE: work / model_files.MODEL_FILE}
         if fp16:
@@ -226,6 +234,8 @@ def export_model(
             "fp32_vs_torch": fp32_vs_torch,
             "int8_vs_fp32": int8_vs_fp32,
         }
+        if fp16_vs_fp32 is not None:
+            export_info["fp16_vs_fp32"] = fp16_vs_fp32
         meta = ModelMeta(
             model_version=model_version,
             base_model=base_model,
@@ -243,6 +253,7 @@ def export_model(
         fp32_vs_torch=fp32_vs_torch,
         int8_vs_fp32=int8_vs_fp32,
         fp16_written=fp16,
+        fp16_vs_fp32=fp16_vs_fp32,
         seconds=round(time.monotonic() - started, 1),
         files_mb=sizes,
     )

@@ -4,9 +4,10 @@
 
 The shipped card was rendered with --notes data/model_card_notes.md.
 
-1. export with the fp32 graph kept (data/build/release/), agreement measured on validation texts;
-2. evaluate int8 (with baselines) and fp32 on every named evaluation set (data/build/eval/*.json);
-3. write the shipped model dir (int8 + tokenizer + meta + MODEL_CARD.md; no fp32: size).
+1. export with the fp32 and fp16 graphs (data/build/release/), agreement measured on validation texts;
+2. evaluate int8 (with baselines), fp32 and fp16 on every named evaluation set (data/build/eval/*.json);
+3. write the shipped model dir (int8 for CPUs + fp16 for GPUs + tokenizer + meta + MODEL_CARD.md;
+   no fp32: size). The scorer picks the fp16 graph when it runs on CUDA.
 """
 
 from __future__ import annotations
@@ -44,11 +45,14 @@ def release(
     samples = [r.text for r in data.load_labelled(data.BUILD_DIR / data.VALIDATION_FILE)]
     training = {k: run.get(k) for k in ("minutes", "steps", "epochs_completed", "examples_per_second",
                                          "stop_reason", "best_step", "train_rows", "train_rows_by_origin")}
-    report = export_checkpoint(checkpoint, RELEASE_DIR, samples=samples, keep_fp32=True, extra={"training": training})
+    report = export_checkpoint(
+        checkpoint, RELEASE_DIR, samples=samples, fp16=True, keep_fp32=True, extra={"training": training}
+    )
     console.print(report.as_dict())
 
     evals: dict[str, dict[str, Any]] = {}
     fp32: dict[str, dict[str, Any]] = {}
+    fp16: dict[str, dict[str, Any]] = {}
     EVAL_DIR.mkdir(parents=True, exist_ok=True)
     for name in sets:
         path = data.resolve_data(name)
@@ -56,16 +60,16 @@ def release(
                                console=console)
         fp32[name] = evaluate(RELEASE_DIR, path, with_baselines=False, model_file=model_files.FP32_MODEL_FILE,
                               out_json=EVAL_DIR / f"{name}.fp32.json", console=console)
+        fp16[name] = evaluate(RELEASE_DIR, path, with_baselines=False, model_file=model_files.FP16_MODEL_FILE,
+                              out_json=EVAL_DIR / f"{name}.fp16.json", console=console)
 
     meta = model_files.read_meta(RELEASE_DIR)
-    shipped_meta = replace(meta, files={model_files.MODEL_FILE: "int8"})
-    card = render(json.loads(shipped_meta.to_json()), manifest, run, evals, fp32, notes=notes)
-    model_files.write_model_dir(
-        out, shipped_meta, RELEASE_DIR / model_files.TOKENIZER_FILE, {model_files.MODEL_FILE: RELEASE_DIR / model_files.MODEL_FILE},
-        card=card,
-    )
+    shipped = {name: RELEASE_DIR / name for name in (model_files.MODEL_FILE, model_files.FP16_MODEL_FILE)}
+    shipped_meta = replace(meta, files={model_files.MODEL_FILE: "int8", model_files.FP16_MODEL_FILE: "fp16"})
+    card = render(json.loads(shipped_meta.to_json()), manifest, run, evals, fp32, notes=notes, fp16_evals=fp16)
+    model_files.write_model_dir(out, shipped_meta, RELEASE_DIR / model_files.TOKENIZER_FILE, shipped, card=card)
     console.print(f"wrote {out}")
-    return {"export": report.as_dict(), "evals": evals, "fp32": fp32}
+    return {"export": report.as_dict(), "evals": evals, "fp32": fp32, "fp16": fp16}
 
 
 def main() -> int:
@@ -89,15 +93,15 @@ def rerender_card(out: Path, checkpoint: Path, notes: str) -> Path:
     """Only the card, from the JSON a previous release wrote (no export, no evaluation)."""
     run = json.loads((checkpoint.parent / "run_report.json").read_text())
     manifest = json.loads((data.BUILD_DIR / data.MANIFEST_FILE).read_text())
-    evals, fp32 = {}, {}
+    found: dict[str, dict[str, dict[str, Any]]] = {"int8": {}, "fp32": {}, "fp16": {}}
     for name in data.EVAL_SETS:
-        int8_file, fp32_file = EVAL_DIR / f"{name}.int8.json", EVAL_DIR / f"{name}.fp32.json"
-        if int8_file.is_file():
-            evals[name] = json.loads(int8_file.read_text())
-        if fp32_file.is_file():
-            fp32[name] = json.loads(fp32_file.read_text())
+        for graph, results in found.items():
+            path = EVAL_DIR / f"{name}.{graph}.json"
+            if path.is_file():
+                results[name] = json.loads(path.read_text())
     meta = json.loads((out / model_files.META_FILE).read_text())
-    return model_files.write_card(out, render(meta, manifest, run, evals, fp32, notes=notes))
+    card = render(meta, manifest, run, found["int8"], found["fp32"], notes=notes, fp16_evals=found["fp16"])
+    return model_files.write_card(out, card)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ def smoke_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     report = train(args)
     # Agreement is measured on real, varied texts; a few hundred make 99% a meaningful bar.
     samples = [r.text for r in rows][:400]
-    export = export_checkpoint(Path(report["checkpoint"]), work / "model", samples=samples)
+    export = export_checkpoint(Path(report["checkpoint"]), work / "model", samples=samples, fp16=True)
     return {"work": work, "report": report, "export": export, "model_dir": work / "model", "rows": rows}
 
 
@@ -76,6 +76,14 @@ def test_fp32_onnx_agrees_with_torch(smoke_model: dict[str, Any]) -> None:
     assert export.fused_ops.get("Attention", 0) > 0  # eager export: attention fused
 
 
+def test_fp16_graph_agrees_with_fp32(smoke_model: dict[str, Any]) -> None:
+    # The GPU graph, run on the CPU EP here: a broken half-precision conversion disagrees wholesale.
+    agreement = smoke_model["export"].fp16_vs_fp32
+    assert agreement is not None
+    assert agreement["polarity"] >= 0.97
+    assert agreement["emotion"] >= 0.97
+
+
 def test_model_dir_contents(smoke_model: dict[str, Any]) -> None:
     model_dir = smoke_model["model_dir"]
     names = {p.name for p in model_dir.iterdir()}
@@ -84,6 +92,8 @@ def test_model_dir_contents(smoke_model: dict[str, Any]) -> None:
     meta = model_files.read_meta(model_dir)
     assert meta.model_version == "smoke"
     assert meta.files[model_files.MODEL_FILE] == "int8"
+    assert meta.files[model_files.FP16_MODEL_FILE] == "fp16"
+    assert meta.extra["export"]["fp16_vs_fp32"]["polarity"] >= 0.97
 
 
 def test_classify_and_explain(smoke_model: dict[str, Any]) -> None:

@@ -82,6 +82,20 @@ def test_io_binding_gives_the_same_scores(scorer: OnnxScorer) -> None:
     np.testing.assert_array_equal(bound_emo, emo)
 
 
+def test_auto_without_a_usable_gpu_runs_int8_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    # onnxruntime-gpu on a machine whose GPU can't be used: ORT lists the CUDA EP, the session
+    # falls back to the CPU, and the fp16 graph (made for GPUs) must not be what runs there.
+    import onnxruntime as ort
+
+    assert (MODEL_DIR / model_files.FP16_MODEL_FILE).is_file()
+    real = ort.get_available_providers
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", *real()])
+    scorer = OnnxScorer(MODEL_DIR, provider="auto")
+    assert scorer.provider == "CPUExecutionProvider"
+    assert scorer.model_path.name == model_files.MODEL_FILE
+    assert scorer.max_batch == 64
+
+
 def test_truncation_at_max_length(scorer: OnnxScorer) -> None:
     ids = scorer.tokenize(["word " * 500])
     assert len(ids[0]) == scorer.meta.max_length

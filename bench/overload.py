@@ -43,6 +43,8 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from moodwire.config import DEFAULT_BATCH_MAX_SIZE  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
 
@@ -375,7 +377,7 @@ def write_result(report: dict[str, Any], out: Path) -> None:
 class OverloadConfig:
     factor: float = 10.0
     burst_seconds: float = 10.0
-    batch_max_size: int = 64
+    batch_max_size: int = DEFAULT_BATCH_MAX_SIZE  # as shipped
     batch_max_wait_ms: int = 250
     sample_interval_s: float = 0.5
     drain_timeout_s: float = 900.0

@@ -73,7 +73,7 @@ from bench import corpus  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "runtime.json"
 
-REQUEST_BATCH = 64  # the scorer service's default batch_max_size
+REQUEST_BATCH = 64  # a scorer micro-batch at moderate load (batch_max_wait_ms closes it before batch_max_size)
 TORCH_BATCH = 64
 CUDA_MIN_POSTS = 50_000  # a GPU scores the corpus in well under a second: repeat it
 CPU_WARMUP_POSTS = 64

@@ -33,6 +33,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from moodwire.config import DEFAULT_BATCH_MAX_SIZE  # noqa: E402
 from bench.overload import (  # noqa: E402
     RESULTS_DIR,
     Publisher,
@@ -213,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=60.0, help="how long to stream (default 60)")
     parser.add_argument("--load", type=float, default=0.5, help="offered rate as a fraction of capacity")
     parser.add_argument("--capacity", type=float, help="scorer capacity in posts/s (default: measured)")
-    parser.add_argument("--batch-size", type=int, default=64, help="batch_max_size of the scorer")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_MAX_SIZE, help="batch_max_size of the scorer (default: as shipped)")
     parser.add_argument("--sample-seconds", type=float, default=5.0)
     parser.add_argument("--kafka", help="use this broker instead of starting tansu")
     parser.add_argument("--clickhouse-port", type=int, help="use this ClickHouse server instead of starting one")

@@ -499,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--factor", type=float, default=10.0, help="burst rate as a multiple of capacity")
     parser.add_argument("--burst-seconds", type=float, default=10.0)
     parser.add_argument("--capacity", type=float, help="scorer capacity in posts/s (default: measured)")
-    parser.add_argument("--batch-size", type=int, default=64, help="batch_max_size of the scorer")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_MAX_SIZE, help="batch_max_size of the scorer (default: as shipped)")
     parser.add_argument("--drain-timeout", type=float, default=900.0)
     parser.add_argument("--kafka", help="use this broker instead of starting tansu")
     parser.add_argument("--clickhouse-port", type=int, help="use this ClickHouse server instead of starting one")

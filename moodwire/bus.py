@@ -171,6 +171,7 @@ class KafkaConsumerAdapter:
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             max_poll_interval_ms=max(300_000, int(settings.shutdown_timeout_s * 1000) * 4),
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         )
 
     def poll(self, max_records: int, timeout_s: float) -> list[Message]:

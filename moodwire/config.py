@@ -47,6 +47,7 @@ class FeedConfig(BaseModel):
 # (bench/e2e_bench.py). Under light load batch_max_wait_ms, not this, bounds the wait.
 DEFAULT_BATCH_MAX_SIZE = 256
 
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,

@@ -139,6 +139,8 @@ class OnnxScorer:
         self._session = ort.InferenceSession(str(self.model_path), sess_options=options, providers=providers)
         # ORT quietly drops CUDA when no GPU is visible; report what it actually uses.
         self.provider: str = self._session.get_providers()[0]
+        if provider == "cuda" and self.provider != _CUDA:
+            raise RuntimeError(f"provider='cuda' asked for, but onnxruntime runs on {self.provider} (no usable GPU?)")
         if chosen_file and self.provider != _CUDA and model_file != model_files.MODEL_FILE:
             # onnxruntime-gpu without a usable GPU: the fp16 graph on the CPU runs at under half
             # the int8 graph's speed, so fall back to int8 like a CPU-only install would.
@@ -158,8 +160,6 @@ class OnnxScorer:
         # it measured no faster than session.run (47.3k against 47.6k posts/s at batch 256).
         self.io_binding = io_binding
         self._output_device = "cuda" if self.provider == _CUDA else "cpu"
-        if provider == "cuda" and self.provider != _CUDA:
-            raise RuntimeError(f"provider='cuda' asked for, but onnxruntime runs on {self.provider} (no usable GPU?)")
 
         graph_inputs = {i.name for i in self._session.get_inputs()}
         self._feeds_token_types = "token_type_ids" in graph_inputs

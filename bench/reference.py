@@ -170,24 +170,3 @@ def fp32_model_dir(ref: Reference, fp16: bool = False, fp32: bool = True) -> Pat
     for name in (model_files.META_FILE, model_files.TOKENIZER_FILE):
         shutil.copyfile(source / name, cache / name)
     return cache
-    from scorer.training.export import export_fp32, fuse, to_fp16
-
-    cache.mkdir(parents=True, exist_ok=True)
-    model = torch_model(ref, attn_implementation="eager")  # SDPA leaves ORT nothing to fuse
-    cfg = model.encoder.config
-    raw = cache / "raw.onnx"
-    log.info("exporting fp32 ONNX from the reference weights into %s", cache)
-    export_fp32(model, raw)
-    if has_fp32:
-        shutil.copyfile(source / model_files.FP32_MODEL_FILE, cache / model_files.FP32_MODEL_FILE)
-    else:
-        fuse(raw, cache / model_files.FP32_MODEL_FILE, int(cfg.num_attention_heads), int(cfg.hidden_size))
-    if fp16:
-        if has_fp16:
-            shutil.copyfile(source / model_files.FP16_MODEL_FILE, cache / model_files.FP16_MODEL_FILE)
-        else:
-            to_fp16(raw, cache / model_files.FP16_MODEL_FILE, int(cfg.num_attention_heads), int(cfg.hidden_size))
-    raw.unlink()
-    for name in (model_files.META_FILE, model_files.TOKENIZER_FILE):
-        shutil.copyfile(source / name, cache / name)
-    return cache

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from scorer import model_files
+
 # Issue 3's targets, checked against the evaluation results.
 TARGET_FINANCIAL_POLARITY = 0.80
 TARGET_MARGIN_OVER_VADER = 0.15
@@ -138,7 +140,7 @@ def render(
         "`polarity_score` = P(positive) - P(negative)) and an **emotion** (anger / disgust / fear / joy /",
         "sadness / surprise / neutral). One MiniLM encoder, two heads, exported to ONNX and quantized to int8",
         "for CPU" + (" (`model.onnx`), with an fp16 graph for GPUs (`model.fp16.onnx`, picked on CUDA)"
-                     if "model.fp16.onnx" in meta.get("files", {}) else "")
+                     if model_files.FP16_MODEL_FILE in meta.get("files", {}) else "")
         + ". Created " + meta.get("created_at", "") + ".",
         "",
         "## Intended use",

@@ -2,7 +2,9 @@
 
 chDB lets one process open a data dir, so while `moodwire run` holds it, `moodwire sql` sends its
 query here instead. The endpoint's address and a random token are written to a 0600 file in the
-data dir: only the local user who can read that file can query.
+data dir: only the local user who can read that file can query. Queries run through the store's
+analyst connection (read-only by the engine, time-limited; see moodwire.analyst_sql), never on
+the pipeline's own.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class QueryServer:
                     return
                 sql = self.rfile.read(length).decode("utf-8", "replace")
                 try:
-                    result = owner._store.query(sql, read_only=True)
+                    result = owner._store.analyst_query(sql)
                 except StoreError as exc:
                     self._reply(400, {"error": str(exc)})
                     return

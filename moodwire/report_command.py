@@ -40,7 +40,7 @@ def open_query(settings: Settings) -> tuple[QueryFn, Callable[[], None]]:
                 "or set MOODWIRE_STORE=clickhouse"
             )
     store = open_store(settings)
-    return (lambda sql: store.query(sql, read_only=True)), store.close
+    return store.analyst_query, store.close
 
 
 def _symbols(values: list[str] | None) -> list[str] | None:

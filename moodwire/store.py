@@ -1,8 +1,15 @@
 """The store: a ClickHouse server through clickhouse-driver, or chDB in-process for the embedded default.
 
 Both speak the same SQL subset, take parameters the same way (`%(name)s`, escaped by
-clickhouse-driver's own escaper: no query is built by concatenating user data) and raise
-`StoreUnavailable` when the server can't be reached, so callers can back off and retry.
+clickhouse-driver's own escaper: no query is built by concatenating user data) and fail the same
+way (moodwire.store_errors: StoreUnavailable, StoreRejected, StoreError), so a caller decides
+what to do once for both.
+
+Two kinds of caller, two paths:
+* the pipeline (scorer, alert job, migrations): `query`, `insert_rows`, `insert_posts`;
+* analysts (`moodwire sql`, the report, the embedded query endpoint): `analyst_query`, on its
+  own connection, read-only by the engine (moodwire.analyst_sql), with a time limit. A failing
+  or slow analyst query never reaches the pipeline's connection.
 """
 
 from __future__ import annotations
@@ -11,28 +18,34 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from moodwire import store_schema
+from moodwire import analyst_sql, store_schema
 from moodwire.config import Settings
 from moodwire.schema import ScoredPost
+from moodwire.store_errors import StoreError, StoreRejected, StoreUnavailable, classify, code_of, first_line
+
+__all__ = [
+    "ChdbStore",
+    "QueryResult",
+    "ServerStore",
+    "Store",
+    "StoreError",
+    "StoreRejected",
+    "StoreUnavailable",
+    "open_store",
+    "post_row",
+]
 
 log = logging.getLogger(__name__)
 
 _IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-_READ_ONLY_START_RE = re.compile(r"^\s*(SELECT|WITH|SHOW|DESC|DESCRIBE|EXPLAIN|EXISTS)\b", re.IGNORECASE)
-
-
-class StoreError(Exception):
-    """A query failed; the message is ClickHouse's."""
-
-
-class StoreUnavailable(StoreError):
-    """The store can't be reached right now; retry later."""
+# "column already exists": a migration interrupted after some of its ALTERs ran.
+_COLUMN_EXISTS = 44
 
 
 @dataclass(frozen=True)
@@ -54,7 +67,11 @@ class Store(Protocol):
 
     def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None: ...
 
-    def query(self, sql: str, params: Mapping[str, Any] | None = None, *, read_only: bool = False) -> QueryResult: ...
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> QueryResult: ...
+
+    def analyst_query(self, sql: str) -> QueryResult: ...
+
+    def ping(self) -> None: ...
 
     def close(self) -> None: ...
 
@@ -63,16 +80,6 @@ def check_identifier(name: str) -> str:
     if not _IDENTIFIER_RE.match(name):
         raise ValueError(f"not a valid ClickHouse identifier: {name!r}")
     return name
-
-
-def check_read_only(sql: str) -> str:
-    """Reject anything but a single read statement (the embedded query endpoint's guard)."""
-    statement = sql.strip().rstrip(";").strip()
-    if ";" in statement:
-        raise StoreError("one statement at a time, please")
-    if not _READ_ONLY_START_RE.match(statement):
-        raise StoreError("read-only: only SELECT, WITH, SHOW, DESCRIBE, EXPLAIN and EXISTS are allowed")
-    return statement
 
 
 def render(sql: str, params: Mapping[str, Any] | None) -> str:
@@ -92,6 +99,7 @@ def render(sql: str, params: Mapping[str, Any] | None) -> str:
 
 def post_row(scored: ScoredPost) -> tuple[Any, ...]:
     post = scored.post
+    targets = scored.targets
     return (
         post.id,
         post.source,
@@ -113,6 +121,13 @@ def post_row(scored: ScoredPost) -> tuple[Any, ...]:
         scored.model_version,
         scored.scored_at,
         scored.status,
+        [t.symbol for t in targets],
+        [t.polarity for t in targets],
+        [t.polarity_score for t in targets],
+        [t.polarity_probs["negative"] for t in targets],
+        [t.polarity_probs["neutral"] for t in targets],
+        [t.polarity_probs["positive"] for t in targets],
+        [t.basis for t in targets],
     )
 
 
@@ -126,13 +141,15 @@ def _naive_utc(value: Any) -> Any:
 
 
 class ServerStore:
-    """A ClickHouse server over the native protocol."""
+    """A ClickHouse server over the native protocol: one connection for the pipeline, one for analysts."""
 
     def __init__(self, settings: Settings) -> None:
         from clickhouse_driver import Client
 
         self.database = check_identifier(settings.clickhouse_database)
         self._lock = threading.Lock()
+        self._analyst_lock = threading.Lock()
+        self._analyst_timeout_s = settings.analyst_query_timeout_s
         self._connection = dict(
             host=settings.clickhouse_host,
             port=settings.clickhouse_port,
@@ -145,23 +162,24 @@ class ServerStore:
         )
         # Unqualified names in analysts' queries (`FROM posts`) resolve to the moodwire database.
         self._client = Client(database=self.database, **self._connection)
+        analyst = dict(self._connection, send_receive_timeout=settings.analyst_query_timeout_s + 10)
+        self._analyst = Client(database=self.database, **analyst)
         self._flavour: store_schema.Flavour | None = None
 
-    def _execute(self, sql: str, params: Any = None, **kwargs: Any) -> Any:
+    def _execute(self, sql: str, params: Any = None, *, analyst: bool = False, **kwargs: Any) -> Any:
         from clickhouse_driver.errors import Error as DriverError
-        from clickhouse_driver.errors import NetworkError, ServerException, SocketTimeoutError
+        from clickhouse_driver.errors import ServerException
 
-        with self._lock:
+        client, lock = (self._analyst, self._analyst_lock) if analyst else (self._client, self._lock)
+        with lock:
             try:
-                return self._client.execute(sql, params, **kwargs)
-            except (NetworkError, SocketTimeoutError, ConnectionError, OSError, EOFError) as exc:
-                self._client.disconnect()
-                raise StoreUnavailable(f"ClickHouse server unreachable: {exc}") from None
+                return client.execute(sql, params, **kwargs)
             except ServerException as exc:
-                raise StoreError(str(exc).split("Stack trace")[0].strip()) from None
-            except DriverError as exc:
-                self._client.disconnect()
-                raise StoreUnavailable(f"ClickHouse error: {exc}") from None
+                raise classify(exc.code, str(exc)) from None
+            except (DriverError, ConnectionError, OSError, EOFError) as exc:
+                # Network errors, timeouts, a connection cut mid-answer: reconnect on the next call.
+                client.disconnect()
+                raise StoreUnavailable(f"ClickHouse server unreachable: {type(exc).__name__}: {exc}") from None
 
     @property
     def flavour(self) -> store_schema.Flavour:
@@ -172,14 +190,13 @@ class ServerStore:
 
     def migrate(self) -> None:
         from clickhouse_driver import Client
-
         from clickhouse_driver.errors import ServerException
 
         bootstrap = Client(database="default", **self._connection)  # the database may not exist yet
         try:
             bootstrap.execute(f"CREATE DATABASE IF NOT EXISTS {self.database}")
-        except ServerException as exc:  # e.g. a wrong password: retrying will not help
-            raise StoreError(str(exc).split("Stack trace")[0].strip()) from None
+        except ServerException as exc:
+            raise classify(exc.code, str(exc)) from None
         except Exception as exc:
             raise StoreUnavailable(f"ClickHouse server unreachable: {type(exc).__name__}: {exc}") from None
         finally:
@@ -199,18 +216,36 @@ class ServerStore:
         prepared = [tuple(_naive_utc(v) for v in row) for row in rows]
         self._execute(f"INSERT INTO {self.database}.{check_identifier(table)} ({names}) VALUES", prepared)
 
-    def query(self, sql: str, params: Mapping[str, Any] | None = None, *, read_only: bool = False) -> QueryResult:
-        settings = {"readonly": 1} if read_only else None
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> QueryResult:
+        rows, column_types = self._execute(sql, dict(params) if params else None, with_column_types=True)
+        return _result(rows, column_types)
+
+    def analyst_query(self, sql: str) -> QueryResult:
+        try:
+            wrapped = analyst_sql.wrap(sql)
+        except ValueError as exc:
+            raise StoreRejected(str(exc)) from None
         rows, column_types = self._execute(
-            sql, dict(params) if params else None, with_column_types=True, settings=settings
+            wrapped,
+            None,
+            analyst=True,
+            with_column_types=True,
+            settings=analyst_sql.session_settings(self._analyst_timeout_s),
         )
-        columns = [name for name, _ in column_types]
-        types = [kind for _, kind in column_types]
-        converted = [tuple(_aware(v) for v in row) for row in rows]
-        return QueryResult(columns, types, converted)
+        return _result(rows, column_types)
+
+    def ping(self) -> None:
+        self._execute("SELECT 1")
 
     def close(self) -> None:
         self._client.disconnect()
+        self._analyst.disconnect()
+
+
+def _result(rows: list[tuple[Any, ...]], column_types: list[tuple[str, str]]) -> QueryResult:
+    columns = [name for name, _ in column_types]
+    types = [kind for _, kind in column_types]
+    return QueryResult(columns, types, [tuple(_aware(v) for v in row) for row in rows])
 
 
 def _aware(value: Any) -> Any:
@@ -222,40 +257,103 @@ def _aware(value: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-class ChdbStore:
-    """ClickHouse in-process (chDB), persistent under one directory; one process per directory."""
+class _ChdbConnection:
+    """One chDB connection to the store's directory, replaced after every failure.
 
-    def __init__(self, path: Path, database: str = "moodwire") -> None:
-        from chdb import session
+    chDB returns the partial output of a query that failed mid-stream as the result of the next
+    query on the same connection; a fresh connection (a few milliseconds) is the recovery step.
+    """
 
-        path.mkdir(parents=True, exist_ok=True)
-        self.database = check_identifier(database)
+    def __init__(self, path: Path, setup: Sequence[str]) -> None:
+        self._path = path
+        self._setup = tuple(setup)
         self._lock = threading.Lock()
+        self._conn: Any = None
+
+    def _open(self) -> Any:
+        import chdb
+
         try:
-            self._session = session.Session(str(path))
+            conn = chdb.connect(str(self._path))
         except Exception as exc:  # chDB raises plain RuntimeError for a locked directory
             raise StoreUnavailable(
-                f"cannot open the embedded store at {path}: {exc}. Is another moodwire process "
+                f"cannot open the embedded store at {self._path}: {exc}. Is another moodwire process "
                 "using this data dir? Use `moodwire sql` against it, or stop it first."
             ) from None
-        self._raw("SET output_format_json_quote_64bit_integers = 0")
-        self._raw("SET output_format_json_quote_denormals = 1")
-        self._raw(f"CREATE DATABASE IF NOT EXISTS {self.database}")
-        self._raw(f"USE {self.database}")
+        try:
+            for statement in self._setup:
+                conn.query(statement, "CSV")
+        except Exception as exc:
+            conn.close()
+            raise _chdb_error(exc) from None
+        return conn
 
-    def _raw(self, sql: str, fmt: str = "CSV") -> Any:
+    def run(self, sql: str, fmt: str) -> bytes:
         with self._lock:
+            if self._conn is None:
+                self._conn = self._open()
             try:
-                return self._session.query(sql, fmt)
+                result = self._conn.query(sql, fmt)
             except Exception as exc:
-                raise StoreError(str(exc).split("Stack trace")[0].strip()) from None
+                self._reset()
+                raise _chdb_error(exc) from None
+            return bytes(result.bytes()) if hasattr(result, "bytes") else bytes(result)
+
+    def _reset(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - a broken connection may fail to close; it is gone either way
+                log.debug("closing a failed chDB connection failed", exc_info=True)
+
+    def close(self) -> None:
+        with self._lock:
+            self._reset()
+
+
+def _chdb_error(exc: Exception) -> StoreError:
+    message = str(exc)
+    return classify(code_of(message), message)
+
+
+class ChdbStore:
+    """ClickHouse in-process (chDB), persistent under one directory; one process per directory.
+
+    The pipeline and analysts get separate connections to the same directory; the analysts'
+    one is made read-only (and time-limited) before any analyst statement runs on it.
+    """
+
+    def __init__(self, path: Path, database: str = "moodwire", analyst_timeout_s: float = analyst_sql.DEFAULT_TIMEOUT_S) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.database = check_identifier(database)
+        self._pipeline = _ChdbConnection(
+            path,
+            (
+                "SET output_format_json_quote_64bit_integers = 0",
+                "SET output_format_json_quote_denormals = 1",
+                f"CREATE DATABASE IF NOT EXISTS {self.database}",
+                f"USE {self.database}",
+            ),
+        )
+        # Opening the pipeline connection first surfaces a locked directory at start-up.
+        self._pipeline.run("SELECT 1", "CSV")
+        settings = analyst_sql.session_settings(analyst_timeout_s)
+        self._analyst = _ChdbConnection(
+            path,
+            (
+                "SET output_format_json_quote_64bit_integers = 0",
+                "SET output_format_json_quote_denormals = 1",
+                f"USE {self.database}",
+                *(f"SET {name} = {_setting_literal(value)}" for name, value in settings.items()),
+            ),
+        )
 
     def migrate(self) -> None:
-        self._raw(f"CREATE DATABASE IF NOT EXISTS {self.database}")
         _apply_migrations(self, "modern")
 
     def run_ddl(self, sql: str) -> None:
-        self._raw(sql)
+        self._pipeline.run(sql, "CSV")
 
     def insert_posts(self, posts: Sequence[ScoredPost]) -> None:
         self.insert_rows("posts", store_schema.POST_COLUMNS, [post_row(p) for p in posts])
@@ -268,29 +366,47 @@ class ChdbStore:
         # JSONEachRow keeps user text as data, never as SQL.
         lines = [json.dumps(dict(zip(columns, (_json_value(v) for v in row))), ensure_ascii=False) for row in rows]
         payload = "\n".join(lines)
-        self._raw(
+        self._pipeline.run(
             f"INSERT INTO {self.database}.{check_identifier(table)} ({', '.join(columns)}) "
-            f"SETTINGS date_time_input_format = 'best_effort' FORMAT JSONEachRow\n{payload}"
+            f"SETTINGS date_time_input_format = 'best_effort' FORMAT JSONEachRow\n{payload}",
+            "CSV",
         )
 
-    def query(self, sql: str, params: Mapping[str, Any] | None = None, *, read_only: bool = False) -> QueryResult:
-        if read_only:
-            sql = check_read_only(sql)
-        result = self._raw(render(sql, params), "JSONCompact")
-        raw = result.bytes() if hasattr(result, "bytes") else bytes(result)
-        if not raw.strip():
-            return QueryResult([], [], [])
-        document = json.loads(raw)
-        meta = document.get("meta", [])
-        columns = [m["name"] for m in meta]
-        types = [m["type"] for m in meta]
-        parsers = [_parser_for(t) for t in types]
-        rows = [tuple(p(v) for p, v in zip(parsers, row)) for row in document.get("data", [])]
-        return QueryResult(columns, types, rows)
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> QueryResult:
+        return _parse_json_compact(self._pipeline.run(render(sql, params), "JSONCompact"))
+
+    def analyst_query(self, sql: str) -> QueryResult:
+        try:
+            wrapped = analyst_sql.wrap(sql)
+        except ValueError as exc:
+            raise StoreRejected(str(exc)) from None
+        return _parse_json_compact(self._analyst.run(wrapped, "JSONCompact"))
+
+    def ping(self) -> None:
+        self._pipeline.run("SELECT 1", "CSV")
 
     def close(self) -> None:
-        with self._lock:
-            self._session.close()
+        self._analyst.close()
+        self._pipeline.close()
+
+
+def _setting_literal(value: int | str) -> str:
+    return str(value) if isinstance(value, int) else "'" + value.replace("'", "") + "'"
+
+
+def _parse_json_compact(raw: bytes) -> QueryResult:
+    if not raw.strip():
+        return QueryResult([], [], [])
+    try:
+        document = json.loads(raw)
+    except ValueError as exc:  # never seen since connections are replaced after failures; say so if it is
+        raise StoreError(f"unreadable result from chDB: {exc}") from None
+    meta = document.get("meta", [])
+    columns = [m["name"] for m in meta]
+    types = [m["type"] for m in meta]
+    parsers = [_parser_for(t) for t in types]
+    rows = [tuple(p(v) for p, v in zip(parsers, row)) for row in document.get("data", [])]
+    return QueryResult(columns, types, rows)
 
 
 def _json_value(value: Any) -> Any:
@@ -299,7 +415,7 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def _parser_for(kind: str) -> Any:
+def _parser_for(kind: str) -> Callable[[Any], Any]:
     base = kind
     for wrapper in ("Nullable(", "LowCardinality("):
         if base.startswith(wrapper):
@@ -323,7 +439,14 @@ def _apply_migrations(store: ServerStore | ChdbStore, flavour: store_schema.Flav
         if migration.version in applied:
             continue
         for statement in migration.statements:
-            store.run_ddl(statement)
+            try:
+                store.run_ddl(statement)
+            except StoreError as exc:
+                # An interrupted migration is run again from its start; 18.x cannot say
+                # ADD COLUMN IF NOT EXISTS, so a column already added is fine.
+                if exc.code == _COLUMN_EXISTS and "ADD COLUMN" in statement:
+                    continue
+                raise
         store.insert_rows(
             "schema_migrations", ("version", "description"), [(migration.version, migration.description)]
         )
@@ -333,4 +456,9 @@ def _apply_migrations(store: ServerStore | ChdbStore, flavour: store_schema.Flav
 def open_store(settings: Settings) -> ServerStore | ChdbStore:
     if settings.store == "clickhouse":
         return ServerStore(settings)
-    return ChdbStore(settings.chdb_path, settings.clickhouse_database)
+    return ChdbStore(settings.chdb_path, settings.clickhouse_database, settings.analyst_query_timeout_s)
+
+
+def describe_error(exc: StoreError) -> str:
+    """One line for logs and CLI messages."""
+    return first_line(str(exc))

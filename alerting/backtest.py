@@ -1,11 +1,14 @@
 """`moodwire backtest FILE`: replay scored posts through the detector and lifecycle.
 
-Posts become per-minute counts exactly as the store aggregates them (a post id is counted once,
-a post counts once for each distinct symbol it mentions), then every minute from the first to the
-last is stepped through `detector.step` and `lifecycle.advance` in simulated time. What comes out
-is what would have been notified: the first alert of each episode, in the order it fired.
+Posts become per-minute counts by the rules every other number uses (moodwire.counting: scored,
+unflagged posts; each ticker under the post's stance toward it; a story once per ticker and
+minute), then every minute from the first to the last is stepped through `detector.step` and
+`lifecycle.advance` in simulated time. What comes out is what would have been notified: the
+first alert of each episode, in the order it fired. The live alert job reads the same counts
+from the store, so both fire the same alerts on the same posts.
 
-Plain dicts and tuples on the hot path: 250k posts take a few seconds.
+Input is what `moodwire classify` writes (the input post's fields passed through, plus scores
+and per-ticker `targets`), or scored posts as the bus carries them.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from alerting.detector import (
 )
 from alerting.lifecycle import AlertState, LifecycleSettings, advance
 from alerting.series import MinuteCounts
+from moodwire.counting import StoryTally, votes_of
+from moodwire.schema import parse_timestamp
 
-_POLARITY_INDEX = {"negative": 0, "neutral": 1, "positive": 2}
 _MAX_EXAMPLE_TEXT = 280
 
 
@@ -38,9 +42,8 @@ _MAX_EXAMPLE_TEXT = 280
 class PostTable:
     """What the replay needs from the posts, per symbol."""
 
-    # (symbol, epoch minute) -> [total, negative, neutral, positive]
-    counts: dict[tuple[str, int], list[int]] = field(default_factory=dict)
-    # symbol -> negative posts as (epoch minute, polarity_score, id, text, published_at)
+    tally: StoryTally = field(default_factory=StoryTally)
+    # symbol -> negative counted posts as (epoch minute, stance score, id, text, published_at)
     negatives: dict[str, list[tuple[int, float, str, str, str]]] = field(
         default_factory=lambda: defaultdict(list)
     )
@@ -48,6 +51,7 @@ class PostTable:
     duplicates: int = 0
     invalid: int = 0
     without_symbols: int = 0
+    not_counted: int = 0  # unscored or flagged: stored but never counted
     problems: list[str] = field(default_factory=list)  # the first few reasons, for stderr
 
 
@@ -58,6 +62,7 @@ class BacktestResult:
     duplicates: int
     invalid: int
     without_symbols: int
+    not_counted: int
     minutes: int
     symbols: int
     problems: list[str]
@@ -66,22 +71,22 @@ class BacktestResult:
 def read_posts(lines: Iterable[str], keep_problems: int = 5) -> PostTable:
     table = PostTable()
     seen: set[str] = set()
-    counts = table.counts
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         table.read += 1
         try:
             post = json.loads(line)
-            post_id = post["id"]
-            polarity = _POLARITY_INDEX[post["polarity"]]
-            published = post["published_at"]
-            moment = datetime.fromisoformat(published)
-            if moment.tzinfo is None:
-                raise ValueError("published_at has no timezone")
-            minute = int(moment.timestamp()) // 60
-            symbols = post.get("symbols") or ()
-            score = float(post.get("polarity_score", 0.0))
+            if not isinstance(post, dict):
+                raise ValueError("not a JSON object")
+            if "error" in post and "polarity" not in post:
+                raise ValueError(f"classify could not score it: {post['error']}")
+            post_id = str(post["id"])
+            published = str(post["published_at"])
+            moment = parse_timestamp(published)
+            votes = votes_of(post)
+            flags = post.get("flags") or ()
+            status = post.get("status")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             table.invalid += 1
             if len(table.problems) < keep_problems:
@@ -91,18 +96,17 @@ def read_posts(lines: Iterable[str], keep_problems: int = 5) -> PostTable:
             table.duplicates += 1
             continue
         seen.add(post_id)
-        if not symbols:
+        if not table.tally.add(post_id, moment, votes, story_id=post.get("story_id"), status=status, flags=flags):
+            table.not_counted += 1
+            continue
+        if all(v.symbol == "" for v in votes):
             table.without_symbols += 1
             continue
-        for symbol in set(symbols):
-            row = counts.get((symbol, minute))
-            if row is None:
-                row = counts[(symbol, minute)] = [0, 0, 0, 0]
-            row[0] += 1
-            row[polarity + 1] += 1
-            if polarity == 0:
-                text = str(post.get("text") or "")[:_MAX_EXAMPLE_TEXT]
-                table.negatives[symbol].append((minute, score, str(post_id), text, published))
+        minute = int(moment.timestamp()) // 60
+        text = str(post.get("text") or "")[:_MAX_EXAMPLE_TEXT]
+        for vote in votes:
+            if vote.stance == "negative" and vote.symbol:
+                table.negatives[vote.symbol].append((minute, vote.score, post_id, text, published))
     for posts in table.negatives.values():
         posts.sort(key=lambda p: p[0])
     return table
@@ -111,9 +115,13 @@ def read_posts(lines: Iterable[str], keep_problems: int = 5) -> PostTable:
 def minute_counts(table: PostTable) -> dict[int, list[MinuteCounts]]:
     """Epoch minute -> the counts of every symbol with posts in that minute."""
     by_minute: dict[int, list[MinuteCounts]] = defaultdict(list)
-    for (symbol, minute), (total, negative, neutral, positive) in table.counts.items():
-        by_minute[minute].append(
-            MinuteCounts(symbol, from_epoch_minute(minute), total, negative, neutral, positive)
+    for row in table.tally.totals():
+        if not row.symbol:
+            continue  # market-wide totals: the detector watches tickers
+        by_minute[int(row.minute.timestamp()) // 60].append(
+            MinuteCounts(
+                row.symbol, row.minute, row.stories, row.negative, row.neutral, row.positive, row.expected_negative
+            )
         )
     return by_minute
 
@@ -151,7 +159,7 @@ def with_examples(alert: Alert, table: PostTable, limit: int) -> Alert:
     end = int(alert.fired_at.timestamp()) // 60
     lo = bisect_left(posts, start, key=lambda p: p[0])
     hi = bisect_left(posts, end, key=lambda p: p[0])
-    chosen = sorted(posts[lo:hi], key=lambda p: p[1])[:limit]
+    chosen = sorted(posts[lo:hi], key=lambda p: (p[1], p[2]))[:limit]
     return replace(
         alert,
         examples=tuple(
@@ -183,8 +191,9 @@ def run(
         duplicates=table.duplicates,
         invalid=table.invalid,
         without_symbols=table.without_symbols,
+        not_counted=table.not_counted,
         minutes=(max(by_minute) - min(by_minute) + 1) if by_minute else 0,
-        symbols=len({symbol for symbol, _ in table.counts}),
+        symbols=len({c.symbol for counts in by_minute.values() for c in counts}),
         problems=table.problems,
     )
 

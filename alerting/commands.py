@@ -18,10 +18,12 @@ from alerting.detector import DetectorSettings
 BACKTEST_HELP = (
     "Replay scored posts through the alert detector and print the alerts it would have sent."
     "\n\n"
-    "FILE holds one scored post per line (JSON with id, published_at, symbols, polarity, "
-    "polarity_score; text, when present, is kept as evidence), as `moodwire classify` "
-    "writes them; '-' reads standard input. A post id is counted once even if it appears "
-    "more than once; lines that can't be read are counted and reported, not fatal."
+    "FILE holds one scored post per line (JSON with id, published_at, polarity and either "
+    "per-ticker targets or symbols; story_id, flags and status when present; text is kept as "
+    "evidence), as `moodwire classify` writes them; '-' reads standard input. Posts are "
+    "counted as everywhere else in moodwire (scored and unflagged posts, each ticker under "
+    "the post's stance toward it, a story once). Lines that can't be read are counted and "
+    "reported; when no line can be read the command fails."
     "\n\n"
     "Every minute from the first post to the last is evaluated in simulated time by the "
     "same detector and alert lifecycle the alert service runs, so an episode is reported "
@@ -67,6 +69,12 @@ def backtest_command(
     out.flush()
     if not quiet:
         _summary(result, sys.stderr)
+    if result.posts_read == 0 or result.invalid == result.posts_read:
+        sys.stderr.write(
+            "moodwire backtest: no line was a scored post (each needs id, published_at and polarity, "
+            "as `moodwire classify` writes them for posts that have an id and published_at)\n"
+        )
+        raise typer.Exit(1)
 
 
 @contextmanager
@@ -88,7 +96,8 @@ def _summary(result: backtest.BacktestResult, err: TextIO) -> None:
     counts = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) or "no alerts"
     err.write(
         f"{result.posts_read} posts read ({result.duplicates} duplicate ids, "
-        f"{result.invalid} invalid, {result.without_symbols} without symbols), "
+        f"{result.invalid} invalid, {result.not_counted} not counted (unscored or flagged), "
+        f"{result.without_symbols} without symbols), "
         f"{result.symbols} symbols over {result.minutes} minutes: {counts}\n"
     )
     err.writelines(f"skipped {problem}\n" for problem in result.problems)

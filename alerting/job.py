@@ -21,7 +21,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from moodwire import metrics
+from moodwire import counting, metrics
 from moodwire.config import Settings
 from moodwire.store import Store, StoreError
 
@@ -97,6 +97,8 @@ class AlertJob:
         # never a network call, so a dead endpoint cannot hold up detection.
         self._lock = threading.Lock()
         self.fired_total = 0
+        # The last error of each step (None once it succeeds again): what /readyz reports.
+        self.last_errors: dict[str, str | None] = {"detection": None, "delivery": None}
 
     @classmethod
     def from_settings(cls, settings: Settings, store: Store) -> AlertJob:
@@ -111,6 +113,25 @@ class AlertJob:
             lifecycle,
             lateness=timedelta(minutes=settings.alert_lateness_minutes),
         )
+
+    def status(self) -> tuple[bool, str]:
+        """(ready, detail): not ready while detection fails (the store is unreachable, say)."""
+        error = self.last_errors.get("detection")
+        return error is None, f"detection failing: {error}" if error else ""
+
+    def note_outcome(self, step: str, error: BaseException | None) -> None:
+        """Record how a scheduled step ended: counted, logged once per change, kept for status()."""
+        previous = self.last_errors.get(step)
+        if error is None:
+            if previous is not None:
+                log.info("alerting %s works again", step)
+            self.last_errors[step] = None
+            return
+        metrics.ALERT_RUN_FAILURES.labels(step).inc()
+        message = f"{type(error).__name__}: {error}"
+        if previous is None:
+            log.error("alerting %s failed (%s); the next run retries", step, message, exc_info=error)
+        self.last_errors[step] = message
 
     # ---------------------------------------------------------------------------- time
 
@@ -135,36 +156,35 @@ class AlertJob:
     # ---------------------------------------------------------------------------- data
 
     def minute_counts(self, start: datetime, end: datetime) -> dict[datetime, list[MinuteCounts]]:
-        """Counts per symbol and minute in [start, end], a story carried by many outlets once."""
-        rows = self._store.query(
-            f"SELECT symbol, minute, polarity, uniqExactMerge(stories) AS n FROM {self._store.database}.post_minutes "
-            "WHERE minute >= toDateTime(%(start)s, 'UTC') AND minute <= toDateTime(%(end)s, 'UTC') AND symbol != '' "
-            "GROUP BY symbol, minute, polarity",
-            {"start": start.replace(tzinfo=None), "end": end.replace(tzinfo=None)},
-        ).rows
-        cells: dict[tuple[str, datetime], dict[str, int]] = defaultdict(dict)
-        for symbol, minute, polarity, n in rows:
-            cells[(symbol, minute.astimezone(UTC))][polarity] = int(n)
+        """Counts per symbol and minute in [start, end], as moodwire.counting defines them."""
+        sql = counting.minute_counts_sql(
+            self._store.database,
+            "minute >= toDateTime(%(start)s, 'UTC') AND minute <= toDateTime(%(end)s, 'UTC') AND symbol != ''",
+        )
+        rows = self._store.query(sql, {"start": start.replace(tzinfo=None), "end": end.replace(tzinfo=None)}).dicts()
         by_minute: dict[datetime, list[MinuteCounts]] = defaultdict(list)
-        for (symbol, minute), polarities in cells.items():
-            negative, neutral, positive = (polarities.get(p, 0) for p in ("negative", "neutral", "positive"))
-            by_minute[minute].append(MinuteCounts(symbol, minute, negative + neutral + positive, negative, neutral, positive))
+        for row in rows:
+            minute = row["minute"].astimezone(UTC)
+            by_minute[minute].append(
+                MinuteCounts(
+                    row["symbol"], minute, int(row["stories"]), int(row["negative"]), int(row["neutral"]),
+                    int(row["positive"]), float(row["expected_negative"]),
+                )
+            )
         return by_minute
 
     def earliest_minute(self, since: datetime) -> datetime | None:
         row = self._store.query(
-            f"SELECT count(), min(minute) FROM {self._store.database}.post_minutes WHERE minute >= toDateTime(%(since)s, 'UTC')",
+            f"SELECT count(), min(minute) FROM {self._store.database}.{counting.STORY_TABLE} "
+            "WHERE minute >= toDateTime(%(since)s, 'UTC')",
             {"since": since.replace(tzinfo=None)},
         ).rows[0]
         return row[1].astimezone(UTC) if row[0] else None
 
     def examples(self, alert: Alert) -> Alert:
-        """Attach the most negative posts of the alert's window (ids and texts: the evidence)."""
+        """Attach the most negative posts about the ticker in the alert's window (the evidence)."""
         rows = self._store.query(
-            f"SELECT id, any(text), min(polarity_score), any(published_at) FROM {self._store.database}.posts "
-            "WHERE has(symbols, %(symbol)s) AND polarity = 'negative' "
-            "AND published_at >= toDateTime(%(start)s, 'UTC') AND published_at < toDateTime(%(end)s, 'UTC') "
-            "GROUP BY id ORDER BY min(polarity_score) ASC, id LIMIT %(limit)s",
+            counting.negative_examples_sql(self._store.database),
             {
                 "symbol": alert.symbol,
                 "start": alert.window_start.replace(tzinfo=None),
@@ -330,9 +350,10 @@ def run_scheduler(job: AlertJob, settings: Settings, stop: threading.Event) -> N
         def run() -> None:
             try:
                 step()
-            except Exception:
-                # One bad run (a store hiccup) must not stop the schedule; the next run catches up.
-                log.exception("alerting %s failed; the next run retries", what)
+            except Exception as exc:  # noqa: BLE001 - counted, surfaced on /readyz, retried next run
+                job.note_outcome(what, exc)
+            else:
+                job.note_outcome(what, None)
 
         return run
 

@@ -19,7 +19,8 @@ def floor_minute(moment: datetime) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class MinuteCounts:
-    """How many posts mentioning `symbol` were published in the minute starting at `minute`.
+    """How many stories mentioning `symbol` were published in the minute starting at `minute`
+    (counted as moodwire.counting defines: scored, unflagged, per-ticker stance, a story once).
 
     `total` may exceed the sum of the three polarities (posts not scored yet); it may never be
     smaller, because then a share would exceed 1.
@@ -31,6 +32,8 @@ class MinuteCounts:
     negative: int
     neutral: int
     positive: int
+    # The sum of P(negative) over the counted stories (moodwire.counting); None: only labels known.
+    expected_negative: float | None = None
 
     def __post_init__(self) -> None:
         if self.minute.tzinfo is None or self.minute.utcoffset() != timedelta(0):
@@ -74,6 +77,9 @@ def by_minute(counts: Iterable[MinuteCounts]) -> dict[datetime, dict[str, Minute
 def merge(a: MinuteCounts, b: MinuteCounts) -> MinuteCounts:
     if a.symbol != b.symbol or a.minute != b.minute:
         raise ValueError("can only merge counts of the same symbol and minute")
+    expected = None
+    if a.expected_negative is not None or b.expected_negative is not None:
+        expected = (a.expected_negative or 0.0) + (b.expected_negative or 0.0)
     return MinuteCounts(
         symbol=a.symbol,
         minute=a.minute,
@@ -81,6 +87,7 @@ def merge(a: MinuteCounts, b: MinuteCounts) -> MinuteCounts:
         negative=a.negative + b.negative,
         neutral=a.neutral + b.neutral,
         positive=a.positive + b.positive,
+        expected_negative=expected,
     )
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from moodwire import counting
 from moodwire.schema import parse_timestamp
 from moodwire.store import QueryResult, render
 
@@ -148,44 +149,51 @@ FROM (
 ORDER BY at, symbol
 LIMIT 500"""
 
-_TOP_SYMBOLS_SQL = """
-SELECT symbol, uniqExactMerge(posts) AS volume
-FROM post_minutes
-WHERE minute >= toDateTime(%(start)s) AND minute < toDateTime(%(end)s) AND symbol != ''
+# Every per-ticker number below is moodwire.counting's: stories of scored, unflagged posts under
+# their per-ticker stance, the same numbers the alerts and the dashboards show.
+_WINDOW = "minute >= toDateTime(%(start)s) AND minute < toDateTime(%(end)s)"
+
+_TOP_SYMBOLS_SQL = f"""
+SELECT symbol, count() AS volume
+FROM ({counting.story_rows_sql("", _WINDOW + " AND symbol != ''")})
 GROUP BY symbol
 ORDER BY volume DESC, symbol
 LIMIT %(limit)s"""
 
-_VOLUME_SQL = """
-SELECT symbol, uniqExactMerge(posts) AS volume
-FROM post_minutes
-WHERE minute >= toDateTime(%(start)s) AND minute < toDateTime(%(end)s) AND symbol IN %(symbols)s
+_VOLUME_SQL = f"""
+SELECT symbol, count() AS volume
+FROM ({counting.story_rows_sql("", _WINDOW + " AND symbol IN %(symbols)s")})
 GROUP BY symbol"""
 
-_SERIES_SQL = """
+_SERIES_SQL = f"""
 SELECT
     symbol,
     intDiv(toUInt32(minute), %(step)s) * %(step)s AS at,
-    uniqExactMerge(posts) AS volume,
-    uniqExactMergeIf(posts, polarity = 'negative') AS negative,
-    uniqExactMergeIf(posts, polarity = 'positive') AS positive
-FROM post_minutes
-WHERE minute >= toDateTime(%(start)s) AND minute < toDateTime(%(end)s) AND symbol IN %(symbols)s
+    count() AS volume,
+    countIf(stance = 'negative') AS negative,
+    countIf(stance = 'positive') AS positive
+FROM ({counting.story_rows_sql("", _WINDOW + " AND symbol IN %(symbols)s")})
 GROUP BY symbol, at
 ORDER BY symbol, at"""
 
-_NEGATIVE_POSTS_SQL = """
-SELECT toUInt32(published_at) AS at, arrayStringConcat(symbols, ' ') AS tickers, source,
-       polarity_score AS score, emotion, text, url
+# The most bearish posts about the chosen tickers: a post once, under its most negative stance.
+_NEGATIVE_POSTS_SQL = f"""
+SELECT toUInt32(published_at) AS at, arrayStringConcat(target_symbols, ' ') AS tickers, source,
+       score, emotion, text, url
 FROM (
-    SELECT id, published_at, symbols, source, polarity, polarity_score, emotion, text, url
-    FROM posts
-    WHERE published_at >= toDateTime(%(start)s) AND published_at < toDateTime(%(end)s)
-      AND hasAny(symbols, %(symbol_list)s)
-    ORDER BY id, scored_at DESC
-    LIMIT 1 BY id
+    SELECT id, any(published_at) AS published_at, any(target_symbols) AS target_symbols, any(source) AS source,
+           min(stance_score) AS score, any(emotion) AS emotion, any(text) AS text, any(url) AS url
+    FROM (
+        SELECT id, published_at, target_symbols, source, emotion, text, url,
+               target_scores[i] AS stance_score
+        FROM posts
+        ARRAY JOIN arrayEnumerate(target_symbols) AS i
+        WHERE published_at >= toDateTime(%(start)s) AND published_at < toDateTime(%(end)s)
+          AND {counting.COUNTED_POSTS_SQL}
+          AND target_polarities[i] = 'negative' AND has(%(symbol_list)s, target_symbols[i])
+    )
+    GROUP BY id
 )
-WHERE polarity = 'negative'
 ORDER BY score, at DESC
 LIMIT %(limit)s"""
 

@@ -13,13 +13,15 @@ from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from moodwire.bus import MAX_MESSAGE_BYTES
 from moodwire.labels import EMOTION_LABELS, POLARITY_LABELS
 
 DEFAULT_TEXT_MAX_CHARS = 4_000
 MAX_SYMBOLS = 20
-MAX_RAW_BYTES = 1_000_000
+# One size rule at every edge (see moodwire.bus): a message or input line larger than this is refused.
+MAX_RAW_BYTES = MAX_MESSAGE_BYTES
 # Posts dated before this are almost surely broken clocks or epoch-zero defaults.
 EARLIEST_PUBLISHED_AT = datetime(2000, 1, 1, tzinfo=UTC)
 # Allow for skewed source clocks, but a post from next week is a bug upstream.
@@ -221,6 +223,32 @@ class Post(BaseModel):
         return json.dumps(post_to_dict(self), ensure_ascii=False).encode("utf-8")
 
 
+class TargetScore(BaseModel):
+    """The stance of one post toward one ticker it names (negative = bearish, bad for holders).
+
+    `basis` says where it was read: "mention" when the model pooled the ticker's mentions in the
+    text, "post" when the ticker is not in the text (a producer tagged it) or the model has no
+    stance head, so the post's own polarity stands in.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    symbol: str
+    polarity: Literal["negative", "neutral", "positive"]
+    polarity_score: float = Field(ge=-1.0, le=1.0)
+    polarity_probs: dict[str, float]
+    basis: Literal["mention", "post"] = "post"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "symbol": self.symbol,
+            "polarity": self.polarity,
+            "polarity_score": round(self.polarity_score, 6),
+            "polarity_probs": {k: round(self.polarity_probs[k], 6) for k in POLARITY_LABELS},
+            "basis": self.basis,
+        }
+
+
 class ScoredPost(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -235,6 +263,30 @@ class ScoredPost(BaseModel):
     # "unsupported_language": stored and counted as a post, but the model was not run on it
     # (its labels are placeholders and the per-minute sentiment aggregates leave it out).
     status: Literal["scored", "unsupported_language"] = "scored"
+    # One per symbol of the post, in the post's order; empty when it names none. A symbol given
+    # no target gets the post's own polarity (basis "post"), so every ticker has a stance.
+    targets: tuple[TargetScore, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_target_per_symbol(self) -> ScoredPost:
+        given = {t.symbol: t for t in self.targets}
+        unknown = set(given) - set(self.post.symbols)
+        if unknown:
+            raise ValueError(f"targets name symbols the post does not: {sorted(unknown)}")
+        aligned = tuple(
+            given.get(symbol)
+            or TargetScore(
+                symbol=symbol,
+                polarity=self.polarity,
+                polarity_score=self.polarity_score,
+                polarity_probs=dict(self.polarity_probs),
+                basis="post",
+            )
+            for symbol in self.post.symbols
+        )
+        if aligned != self.targets:
+            object.__setattr__(self, "targets", aligned)  # frozen: set once, while validating
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         record = post_to_dict(self.post)
@@ -247,6 +299,7 @@ class ScoredPost(BaseModel):
             model_version=self.model_version,
             scored_at=format_timestamp(self.scored_at),
             status=self.status,
+            targets=[t.to_dict() for t in self.targets],
         )
         return record
 

@@ -17,12 +17,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from moodwire import counting
 from moodwire.labels import EMOTION_LABELS, POLARITY_LABELS
 
 Flavour = Literal["modern", "legacy"]
 
 POLARITY_COLUMNS = tuple(f"p_{label}" for label in POLARITY_LABELS)
 EMOTION_COLUMNS = tuple(f"e_{label}" for label in EMOTION_LABELS)
+
+# Per-ticker stance, one array element per ticker of the post (schema migration 2).
+TARGET_COLUMNS: tuple[str, ...] = (
+    "target_symbols",
+    "target_polarities",
+    "target_scores",
+    "target_p_negative",
+    "target_p_neutral",
+    "target_p_positive",
+    "target_bases",
+)
 
 POST_COLUMNS: tuple[str, ...] = (
     "id",
@@ -45,6 +57,7 @@ POST_COLUMNS: tuple[str, ...] = (
     "model_version",
     "scored_at",
     "status",
+    *TARGET_COLUMNS,
 )
 
 ALERT_COLUMNS: tuple[str, ...] = (
@@ -193,7 +206,81 @@ ORDER BY (alert_id, channel, delivered_at)"""
             "posts, per-minute aggregates, alerts, alert state, deliveries",
             (posts, post_minutes, post_minutes_mv, alerts, alert_state, deliveries),
         ),
+        Migration(
+            2,
+            "per-ticker stance on posts; ticker_stories (one definition of what is counted) replaces post_minutes",
+            _per_ticker_stance(database, flavour),
+        ),
     ]
+
+
+def _per_ticker_stance(database: str, flavour: Flavour) -> tuple[str, ...]:
+    """Stance columns on posts (rows stored before keep their post polarity as every ticker's
+    stance, through the DEFAULTs), the per-story aggregates every count reads, and a backfill.
+
+    The materialized view exists before the backfill runs, so a post stored in between is
+    written by both: harmless, the aggregate states are sets and minima by id.
+    """
+    # One copy of the post-level value per symbol (18.x cannot call a function on an outer column
+    # inside a lambda, so arrayMap is out).
+    each = "arrayResize([{0}], length(symbols), {0})"
+    columns = (
+        ("target_symbols", "Array(String)", "symbols"),
+        ("target_polarities", "Array(String)", each.format("toString(polarity)")),
+        ("target_scores", "Array(Float32)", each.format("polarity_score")),
+        ("target_p_negative", "Array(Float32)", each.format("p_negative")),
+        ("target_p_neutral", "Array(Float32)", each.format("p_neutral")),
+        ("target_p_positive", "Array(Float32)", each.format("p_positive")),
+        ("target_bases", "Array(String)", each.format("'post'")),
+    )
+    # 18.x has no ADD COLUMN IF NOT EXISTS; the migration runner skips a column that is there.
+    if_absent = " IF NOT EXISTS" if flavour == "modern" else ""
+    alters = tuple(
+        f"ALTER TABLE {database}.posts ADD COLUMN{if_absent} {name} {kind} DEFAULT {default}"
+        for name, kind, default in columns
+    )
+    stories = f"""
+CREATE TABLE IF NOT EXISTS {database}.{counting.STORY_TABLE} (
+    minute DateTime('UTC'),
+    symbol String,
+    story String,
+    posts AggregateFunction(uniqExact, String),
+    story_stance AggregateFunction(argMin, String, String),
+    story_stance_score AggregateFunction(argMin, Float32, String),
+    story_p_negative AggregateFunction(argMin, Float32, String),
+    story_emotion AggregateFunction(argMin, String, String),
+    story_kind AggregateFunction(argMin, String, String)
+) ENGINE = AggregatingMergeTree()
+PARTITION BY toYYYYMM(minute)
+ORDER BY (symbol, minute, story)"""
+    view = (
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.{counting.STORY_TABLE}_mv "
+        f"TO {database}.{counting.STORY_TABLE} AS\n{counting.ticker_stories_select(database)}"
+    )
+    backfill = f"INSERT INTO {database}.{counting.STORY_TABLE}\n{counting.ticker_stories_select(database)}"
+    # Analysts' per-(post, ticker) table: every stored post once per ticker with its stance.
+    post_targets = f"""
+CREATE VIEW IF NOT EXISTS {database}.post_targets AS
+SELECT
+    id, source, published_at, kind, story_id, flags, status, model_version,
+    target_symbols[i] AS symbol,
+    target_polarities[i] AS polarity,
+    target_scores[i] AS polarity_score,
+    target_p_negative[i] AS p_negative,
+    target_p_neutral[i] AS p_neutral,
+    target_p_positive[i] AS p_positive,
+    target_bases[i] AS basis
+FROM {database}.posts
+ARRAY JOIN arrayEnumerate(target_symbols) AS i"""
+    return (
+        *alters,
+        stories,
+        view,
+        backfill,
+        post_targets,
+        f"DROP TABLE IF EXISTS {database}.post_minutes_mv",
+        f"DROP TABLE IF EXISTS {database}.post_minutes",
+    )
 
 
 def migrations_table(database: str) -> str:

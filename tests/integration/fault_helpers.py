@@ -12,11 +12,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from moodwire import counting
 from moodwire.bus import KafkaBus
 from moodwire.config import Settings
 from moodwire.store import ServerStore
 from scorer.runtime import OnnxScorer
-from scorer.service import SUPPORTED_LANGUAGES, ScorerService
+from scorer.service import SUPPORTED_LANGUAGES, ScorerService, ScorerSettings
 
 SYMBOLS = ("AAPL", "TSLA", "NVDA", "BA")
 # User text that looks like SQL or markup is data: it must reach the table byte for byte.
@@ -139,7 +140,7 @@ class ScorerThread:
         self.consumer = consumer or bus.consumer(settings.consumer_group, [settings.posts_topic])
         self.producer = bus.producer()
         self.service = ScorerService(
-            settings, self.consumer, self.producer, store, scorer or OnnxScorer(max_batch=settings.batch_max_size)
+            ScorerSettings.from_settings(settings), self.consumer, self.producer, store, scorer or OnnxScorer()
         )
         self.stop_event = threading.Event()
         self.error: BaseException | None = None
@@ -276,39 +277,29 @@ def assert_counted_once(store: ServerStore, posts: list[dict[str, Any]]) -> dict
     final_rows = int(store.query(f"SELECT count() FROM {db}.posts FINAL").rows[0][0])
     assert final_rows == n, f"{final_rows} rows after FINAL for {n} posts"
 
-    # Per symbol and minute, as the dashboards and the detector read them (no symbol: under '').
-    # Posts in a language the model doesn't read are stored but left out of the aggregates.
+    # Per symbol and minute, as moodwire.counting defines it for the detector, the dashboards and
+    # the report (no symbol: under ''). Posts in a language the model doesn't read are stored but
+    # left out; a story counts once per symbol and minute.
     scored = [p for p in posts if p.get("lang") is None or p["lang"] in SUPPORTED_LANGUAGES]
-    expected_minutes: Counter[tuple[str, datetime]] = Counter()
-    expected_symbols: Counter[str] = Counter()
+    expected_minutes: dict[tuple[str, datetime], set[str]] = {}
+    expected_mentions = 0
     for post in scored:
         minute = datetime.fromisoformat(post["published_at"].replace("Z", "+00:00")).replace(second=0, microsecond=0)
-        for symbol in post.get("symbols") or [""]:
-            expected_minutes[(symbol, minute)] += 1
-            expected_symbols[symbol] += 1
-    got_minutes = {
-        (symbol, minute): int(count)
-        for symbol, minute, count in store.query(
-            f"SELECT symbol, minute, uniqExactMerge(posts) FROM {db}.post_minutes GROUP BY symbol, minute"
-        ).rows
-    }
-    assert got_minutes == dict(expected_minutes), _diff(
-        "posts per symbol and minute", got_minutes, dict(expected_minutes)
-    )
-    # Summed over the label rows (what "negative posts per ticker" adds up): a post redelivered and
-    # scored again must not land under a second label.
-    by_label = dict(
-        store.query(
-            f"SELECT symbol, sum(c) FROM (SELECT symbol, polarity, emotion, uniqExactMerge(posts) AS c "
-            f"FROM {db}.post_minutes GROUP BY symbol, minute, polarity, emotion) GROUP BY symbol"
-        ).rows
-    )
-    per_label = {s: int(c) for s, c in by_label.items()}
-    assert per_label == dict(expected_symbols), _diff(
-        "posts per symbol summed over labels", per_label, dict(expected_symbols)
-    )
+        for symbol in dict.fromkeys(post.get("symbols") or [""]):
+            expected_minutes.setdefault((symbol, minute), set()).add(post.get("story_id") or post["id"])
+            expected_mentions += 1
+    counted = store.query(counting.minute_counts_sql(db)).dicts()
+    got_minutes = {(r["symbol"], r["minute"]): int(r["stories"]) for r in counted}
+    want_minutes = {key: len(stories) for key, stories in expected_minutes.items()}
+    assert got_minutes == want_minutes, _diff("stories per symbol and minute", got_minutes, want_minutes)
+    # Each story sits under exactly one stance: a post redelivered and scored again must not land
+    # under a second label.
+    split = [r for r in counted if int(r["negative"]) + int(r["neutral"]) + int(r["positive"]) != int(r["stories"])]
+    assert not split, f"stories counted under two stances: {split[:3]}"
+    mentions = sum(int(r["posts"]) for r in counted)
+    assert mentions == expected_mentions, f"{mentions} post mentions counted, {expected_mentions} expected"
     expected_stories = len({p.get("story_id") or p["id"] for p in scored})
-    stories = int(store.query(f"SELECT uniqExactMerge(stories) FROM {db}.post_minutes").rows[0][0])
+    stories = int(store.query(f"SELECT uniqExact(story) FROM {db}.{counting.STORY_TABLE}").rows[0][0])
     assert stories == expected_stories, f"{stories} stories counted, {expected_stories} expected"
 
     # Text that looks like SQL is stored as sent.
@@ -320,7 +311,7 @@ def assert_counted_once(store: ServerStore, posts: list[dict[str, Any]]) -> dict
             ).rows
         )
         assert stored_text == odd
-    aggregated = int(store.query(f"SELECT uniqExactMerge(posts) FROM {db}.post_minutes").rows[0][0])
+    aggregated = int(store.query(f"SELECT uniqExactMerge(posts) FROM {db}.{counting.STORY_TABLE}").rows[0][0])
     assert aggregated == len(scored), f"{aggregated} posts counted by the aggregates, {len(scored)} expected"
     return {"posts": n, "raw_rows": rows, "final_rows": final_rows, "aggregated": aggregated, "stories": stories}
 

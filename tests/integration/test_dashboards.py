@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from moodwire import store_schema
+from moodwire import counting, store_schema
 from moodwire.config import load_settings
 from moodwire.labels import EMOTION_LABELS, POLARITY_LABELS
 from moodwire.schema import Post, ScoredPost
@@ -307,10 +307,25 @@ def _run_all(store: ServerStore | ChdbStore, stream: Stream, interval_s: int) ->
         for query in clickhouse_queries(load_dashboard(name)):
             sql = expand(query.sql, start, end, interval_s, SELECTED)
             try:
-                results[query.name] = store.query(sql, read_only=True)
+                results[query.name] = store.analyst_query(sql)
             except Exception as exc:  # name the panel: the store's message alone doesn't
                 raise AssertionError(f"panel {query.name!r} failed: {exc}\n{sql}") from None
     return results
+
+
+def test_every_per_ticker_panel_reads_the_one_definition_of_what_is_counted() -> None:
+    """A panel that counts per ticker reads moodwire.counting's story rows verbatim, so the chart,
+    the alert job and the backtest count the same thing."""
+    pattern = re.compile(r"FROM ticker_stories\n\s*WHERE (.+?)\n\s*GROUP BY symbol, minute, story", re.S)
+    per_ticker = 0
+    for name in ("market-sentiment.json", "pipeline-health.json"):
+        for query in clickhouse_queries(load_dashboard(name)):
+            assert "post_minutes" not in query.sql, query.name
+            for where in pattern.findall(query.sql):
+                per_ticker += 1
+                expected = "\n".join("    " + line for line in counting.story_rows_sql("", where).splitlines())
+                assert expected in query.sql, f"{query.name}: its story rows differ from moodwire.counting"
+    assert per_ticker >= 9
 
 
 def _check(results: dict[str, QueryResult], stream: Stream) -> None:

@@ -16,11 +16,12 @@ import pytest
 from ingest.checkpoint import CheckpointStore
 from ingest.normalize import Normalizer
 from ingest.service import IngestWorker, build_sources
+from moodwire import counting
 from moodwire.bus import REASON_HEADER, LocalBus
 from moodwire.config import Settings
 from moodwire.store import ChdbStore
 from scorer.runtime import OnnxScorer
-from scorer.service import ScorerService
+from scorer.service import ScorerService, ScorerSettings
 from tests.conftest import make_post
 
 pytestmark = pytest.mark.integration
@@ -50,7 +51,11 @@ def test_file_to_chdb_through_the_in_process_bus(embedded_settings: Settings, tm
     try:
         store.migrate()
         service = ScorerService(
-            settings, bus.consumer(settings.consumer_group, [settings.posts_topic]), bus.producer(), store, OnnxScorer()
+            ScorerSettings.from_settings(settings),
+            bus.consumer(settings.consumer_group, [settings.posts_topic]),
+            bus.producer(),
+            store,
+            OnnxScorer(),
         )
         stop = threading.Event()
         while service.stats.scored < n:
@@ -59,8 +64,14 @@ def test_file_to_chdb_through_the_in_process_bus(embedded_settings: Settings, tm
             service.process(batch)
         rows, distinct = store.query("SELECT count(), uniqExact(id) FROM posts").rows[0]
         assert (rows, distinct) == (n, n)
-        aggregated = dict(store.query("SELECT symbol, uniqExactMerge(posts) FROM post_minutes GROUP BY symbol").rows)
+        # Every post counted once per ticker (`posts`); ingest clustered these near-identical texts
+        # into stories, and `stories` counts each once per ticker and minute.
+        aggregated = dict(
+            store.query(f"SELECT symbol, sum(posts) FROM ({counting.minute_counts_sql('moodwire')}) GROUP BY symbol").rows
+        )
         assert aggregated == {"AAPL": n // 2, "MSFT": n // 2}
+        story_ids = {row[0] for row in store.query("SELECT DISTINCT if(story_id = '', id, story_id) FROM posts").rows}
+        assert store.query(f"SELECT uniqExact(story) FROM {counting.STORY_TABLE}").rows[0][0] == len(story_ids)
     finally:
         store.close()
 
@@ -140,12 +151,16 @@ def test_unsupported_languages_and_spam_are_stored_marked_and_left_out_of_sentim
     try:
         store.migrate()
         service = ScorerService(
-            settings, bus.consumer(settings.consumer_group, [settings.posts_topic]), bus.producer(), store, OnnxScorer()
+            ScorerSettings.from_settings(settings),
+            bus.consumer(settings.consumer_group, [settings.posts_topic]),
+            bus.producer(),
+            store,
+            OnnxScorer(),
         )
         service.process(service.poll_batch(threading.Event()))
         rows = dict(store.query("SELECT id, status FROM posts").rows)
         assert rows == {"test:1": "scored", "test:2": "unsupported_language", "test:3": "scored"}
-        counted = store.query("SELECT uniqExactMerge(posts) FROM post_minutes").rows[0][0]
+        counted = store.query(f"SELECT sum(stories) FROM ({counting.minute_counts_sql('moodwire')})").rows[0][0]
         assert counted == 1
     finally:
         store.close()

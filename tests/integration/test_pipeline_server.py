@@ -11,11 +11,12 @@ import time
 
 import pytest
 
+from moodwire import counting
 from moodwire.bus import REASON_HEADER, KafkaBus
 from moodwire.config import Settings
 from moodwire.store import ServerStore
 from scorer.runtime import OnnxScorer
-from scorer.service import ScorerService
+from scorer.service import ScorerService, ScorerSettings
 from tests.conftest import make_post
 
 pytestmark = pytest.mark.integration
@@ -34,7 +35,7 @@ def produce(settings: Settings, values: list[bytes]) -> None:
 def count_rows(store: ServerStore) -> tuple[int, int, int]:
     """(raw rows, distinct ids, posts counted by the per-minute aggregates over all symbols)."""
     rows, distinct = store.query(f"SELECT count(), uniqExact(id) FROM {store.database}.posts").rows[0]
-    aggregated = store.query(f"SELECT uniqExactMerge(posts) FROM {store.database}.post_minutes").rows[0][0]
+    aggregated = store.query(f"SELECT uniqExactMerge(posts) FROM {store.database}.{counting.STORY_TABLE}").rows[0][0]
     return int(rows), int(distinct), int(aggregated)
 
 
@@ -42,7 +43,7 @@ def score_until(settings: Settings, store: ServerStore, expected: int, timeout_s
     bus = KafkaBus(settings)
     consumer = bus.consumer(settings.consumer_group, [settings.posts_topic])
     producer = bus.producer()
-    service = ScorerService(settings, consumer, producer, store, OnnxScorer(max_batch=settings.batch_max_size))
+    service = ScorerService(ScorerSettings.from_settings(settings), consumer, producer, store, OnnxScorer())
     stop = threading.Event()
     thread = threading.Thread(target=service.run, args=(stop,), daemon=True)
     thread.start()
@@ -92,9 +93,7 @@ def test_n_posts_become_n_rows_and_bad_ones_are_dead_lettered(server_settings: S
 
     assert count_rows(store) == (n, n, n)
     per_symbol = dict(
-        store.query(
-            f"SELECT symbol, uniqExactMerge(posts) FROM {store.database}.post_minutes GROUP BY symbol"
-        ).rows
+        store.query(f"SELECT symbol, sum(stories) FROM ({counting.minute_counts_sql(store.database)}) GROUP BY symbol").rows
     )
     assert per_symbol == {"AAPL": 100, "TSLA": 100, "NVDA": 100}
     assert service.stats.rejected == 2
@@ -114,7 +113,7 @@ KILL_AFTER_INSERT = textwrap.dedent(
     from moodwire.bus import KafkaBus
     from moodwire.store import ServerStore
     from scorer.runtime import OnnxScorer
-    from scorer.service import ScorerService
+    from scorer.service import ScorerService, ScorerSettings
 
     settings = load_settings()
 
@@ -125,8 +124,8 @@ KILL_AFTER_INSERT = textwrap.dedent(
 
     bus = KafkaBus(settings)
     store = DieAfterInsert(settings)
-    service = ScorerService(settings, bus.consumer(settings.consumer_group, [settings.posts_topic]),
-                            bus.producer(), store, OnnxScorer(max_batch=settings.batch_max_size))
+    service = ScorerService(ScorerSettings.from_settings(settings), bus.consumer(settings.consumer_group, [settings.posts_topic]),
+                            bus.producer(), store, OnnxScorer())
     service.run(threading.Event())
     """
 )

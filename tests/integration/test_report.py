@@ -199,7 +199,7 @@ def test_report_queries_run_on_the_clickhouse_server(clickhouse_port: int, tmp_p
     try:
         load_stream(store, stream)
         start, end = stream.now - timedelta(hours=3), stream.now + timedelta(minutes=1)
-        data = collect(lambda sql: store.query(sql, read_only=True), start, end)
+        data = collect(store.analyst_query, start, end)
     finally:
         store.run_ddl(f"DROP DATABASE IF EXISTS {store.database}")
         store.close()

@@ -41,10 +41,36 @@ def test_a_post_is_counted_once_per_id_and_once_per_symbol() -> None:
     ]
     table = backtest.read_posts(lines)
     minute = int(T0.timestamp()) // 60
-    assert table.counts[("ACME", minute)] == [2, 1, 0, 1]
-    assert table.counts[("XYZ", minute)] == [1, 0, 0, 1]
-    assert table.counts[("ACME", minute + 1)] == [1, 0, 1, 0]
+    counts = {(c.symbol, m): (c.total, c.negative, c.neutral, c.positive) for m, rows in backtest.minute_counts(table).items() for c in rows}
+    assert counts[("ACME", minute)] == (2, 1, 0, 1)
+    assert counts[("XYZ", minute)] == (1, 0, 0, 1)
+    assert counts[("ACME", minute + 1)] == (1, 0, 1, 0)
     assert table.duplicates == 1 and table.read == 4
+
+
+def test_counts_follow_the_one_definition_stance_per_ticker_stories_once_flags_and_status_out() -> None:
+    def scored(i: int, targets: list[tuple[str, str]], **extra: object) -> str:
+        record = json.loads(post(i, T0, [s for s, _ in targets], "neutral"))
+        record["targets"] = [
+            {"symbol": s, "polarity": p, "polarity_score": 0.0, "polarity_probs": {"negative": 0.9 if p == "negative" else 0.05}}
+            for s, p in targets
+        ]
+        record.update(extra)
+        return json.dumps(record)
+
+    lines = [
+        scored(1, [("CRM", "positive"), ("WDAY", "negative")]),  # one post, opposite stances
+        scored(2, [("WDAY", "neutral")], story_id="t:1"),  # a second outlet's copy of story t:1
+        scored(3, [("WDAY", "negative")], flags=["link_only"]),  # spam: stored, never counted
+        scored(4, [("WDAY", "negative")], status="unsupported_language"),
+    ]
+    table = backtest.read_posts(lines)
+    counts = {c.symbol: c for rows in backtest.minute_counts(table).values() for c in rows}
+    assert (counts["CRM"].total, counts["CRM"].positive) == (1, 1)
+    # story t:1 counts once for WDAY, with the stance of its smallest id (t:1: negative)
+    assert (counts["WDAY"].total, counts["WDAY"].negative, counts["WDAY"].neutral) == (1, 1, 0)
+    assert counts["WDAY"].expected_negative == pytest.approx(0.9)
+    assert table.not_counted == 2
 
 
 def test_bad_lines_are_counted_and_reported_not_fatal() -> None:

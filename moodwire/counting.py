@@ -1,0 +1,278 @@
+"""What every per-ticker number counts, defined once.
+
+The alert detector, `moodwire backtest`, the dashboards' SQL and the HTML report all count the
+same thing, so a chart, an alert and a backtest of the same minutes agree:
+
+* **What is counted**: posts the model scored (`status = 'scored'`) that ingest did not flag as
+  spam or bot-like (`flags` empty). Unscored posts (a language the model does not read) and
+  flagged posts are stored but never counted.
+* **Per ticker, by stance**: each post counts once for every ticker it names, under its stance
+  toward that ticker (the `targets` the scorer wrote: negative = bearish, bad for holders).
+  A post that names no ticker counts under the symbol '' (market-wide totals).
+* **Stories, not copies**: posts of one story (the same wire story from several outlets; ingest
+  gives them one `story_id`) count once per ticker and minute. The story's stance and
+  probabilities are those of its post with the smallest id, so the count does not depend on
+  which copy arrived first, and a post delivered twice is counted once.
+* **Minute**: the UTC minute of `published_at`.
+
+Per (ticker, minute) that gives: `stories` (the total), `negative`, `neutral`, `positive`
+(stories by stance), `expected_negative` (the sum over stories of P(negative) for that ticker)
+and `posts` (distinct post ids, copies of a story included: volume, not sentiment).
+
+In ClickHouse this is the `ticker_stories` table (one row of aggregate states per ticker,
+minute and story, fed by a materialized view on `posts`) read through `minute_counts_sql`. In
+Python (`moodwire backtest`) it is `StoryTally`, which applies the same rules to scored posts.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from moodwire.labels import POLARITY_LABELS
+
+COUNTED_STATUS = "scored"
+STORY_TABLE = "ticker_stories"
+
+# Which posts rows count (SQL over the posts table).
+COUNTED_POSTS_SQL = f"status = '{COUNTED_STATUS}' AND empty(flags)"
+STORY_KEY_SQL = "if(story_id = '', id, story_id)"
+
+# One (symbol, stance, stance score, P(negative)) tuple per ticker of a post, or one for symbol ''
+# carrying the post's own labels when it names none.
+_TARGETS_SQL = (
+    "arrayJoin(if(empty(target_symbols), "
+    "[tuple('', toString(polarity), polarity_score, p_negative)], "
+    "arrayMap((s, st, sc, p) -> tuple(s, st, sc, p), "
+    "target_symbols, target_polarities, target_scores, target_p_negative)))"
+)
+
+
+def ticker_stories_select(database: str) -> str:
+    """The SELECT over `posts` that the materialized view (and a backfill) writes to ticker_stories.
+
+    Column aliases differ from `posts` columns on purpose: ClickHouse resolves a name to the
+    alias first, and `p_negative` as an alias of an expression over p_negative is a cycle.
+    """
+    return f"""WITH {_TARGETS_SQL} AS target
+SELECT
+    toStartOfMinute(published_at) AS minute,
+    tupleElement(target, 1) AS symbol,
+    {STORY_KEY_SQL} AS story,
+    uniqExactState(id) AS posts,
+    argMinState(tupleElement(target, 2), id) AS story_stance,
+    argMinState(toFloat32(tupleElement(target, 3)), id) AS story_stance_score,
+    argMinState(toFloat32(tupleElement(target, 4)), id) AS story_p_negative,
+    argMinState(toString(emotion), id) AS story_emotion,
+    argMinState(toString(kind), id) AS story_kind
+FROM {database}.posts
+WHERE {COUNTED_POSTS_SQL}
+GROUP BY minute, symbol, story"""
+
+
+def _table(database: str, name: str) -> str:
+    """`database.name`, or the bare name ("" database: the connection's current database)."""
+    return f"{database}.{name}" if database else name
+
+
+def story_rows_sql(database: str, where: str = "1") -> str:
+    """One row per (symbol, minute, story) with the story's stance, scores, emotion and kind.
+
+    `where` filters ticker_stories rows (columns minute, symbol) before the states are merged;
+    keep it on those columns so ClickHouse reads only the parts it needs. An empty `database`
+    reads the connection's current one (analysts' queries).
+    """
+    return f"""SELECT
+    symbol,
+    minute,
+    story,
+    argMinMerge(story_stance) AS stance,
+    argMinMerge(story_stance_score) AS stance_score,
+    argMinMerge(story_p_negative) AS negative_probability,
+    argMinMerge(story_emotion) AS emotion,
+    argMinMerge(story_kind) AS kind,
+    uniqExactMerge(posts) AS post_count
+FROM {_table(database, STORY_TABLE)}
+WHERE {where}
+GROUP BY symbol, minute, story"""
+
+
+def minute_counts_sql(database: str, where: str = "1", story_where: str = "1") -> str:
+    """Per (symbol, minute): stories, negative, neutral, positive, expected_negative, posts.
+
+    `where` filters ticker_stories rows (minute, symbol); `story_where` filters stories after
+    their states are merged (stance, emotion, kind: e.g. "kind = 'headline'" for news only).
+    """
+    return f"""SELECT
+    symbol,
+    minute,
+    count() AS stories,
+    countIf(stance = 'negative') AS negative,
+    countIf(stance = 'neutral') AS neutral,
+    countIf(stance = 'positive') AS positive,
+    sum(negative_probability) AS expected_negative,
+    sum(post_count) AS posts
+FROM (
+{story_rows_sql(database, where)}
+)
+WHERE {story_where}
+GROUP BY symbol, minute"""
+
+
+def negative_examples_sql(database: str) -> str:
+    """The most negative counted posts about %(symbol)s published in [%(start)s, %(end)s): the
+    evidence attached to an alert (parameters: symbol, start, end, limit)."""
+    at = "indexOf(target_symbols, %(symbol)s)"
+    # Aliases unlike the columns: ClickHouse would read `published_at` in WHERE as the aggregate.
+    return f"""SELECT id, any(text) AS example_text, min(target_scores[{at}]) AS example_score,
+    any(published_at) AS example_published_at
+FROM {database}.posts
+WHERE has(target_symbols, %(symbol)s) AND target_polarities[{at}] = 'negative' AND {COUNTED_POSTS_SQL}
+    AND published_at >= toDateTime(%(start)s, 'UTC') AND published_at < toDateTime(%(end)s, 'UTC')
+GROUP BY id
+ORDER BY example_score ASC, id
+LIMIT %(limit)s"""
+
+
+# ---------------------------------------------------------------------------------------------
+# The same rules in Python, for scored posts read from a file
+
+
+def story_key(post_id: str, story_id: str | None) -> str:
+    return story_id or post_id
+
+
+def is_counted(status: str | None, flags: Sequence[str] | None) -> bool:
+    return (status or COUNTED_STATUS) == COUNTED_STATUS and not flags
+
+
+@dataclass(frozen=True)
+class TickerVote:
+    """What one post says about one ticker: its stance, stance score and P(negative)."""
+
+    symbol: str
+    stance: str
+    negative_probability: float
+    score: float = 0.0
+
+
+@dataclass
+class _Story:
+    first_id: str
+    stance: str
+    negative_probability: float
+    post_ids: set[str]
+
+
+@dataclass(frozen=True)
+class MinuteTotals:
+    symbol: str
+    minute: datetime
+    stories: int
+    negative: int
+    neutral: int
+    positive: int
+    expected_negative: float
+    posts: int
+
+
+def _float32(value: float) -> float:
+    """The value as the store keeps it (Float32), so Python sums what ClickHouse sums."""
+    return float(struct.unpack("f", struct.pack("f", value))[0])
+
+
+def votes_of(record: Mapping[str, Any]) -> list[TickerVote]:
+    """The per-ticker stances of one scored post as `classify` and the bus write it.
+
+    `targets` when present; otherwise (output of an older scorer) every symbol inherits the
+    post's polarity, which is what the store's migration does for rows stored before targets.
+    """
+    polarity = str(record["polarity"])
+    if polarity not in POLARITY_LABELS:
+        raise ValueError(f"polarity {polarity!r} is not one of {', '.join(POLARITY_LABELS)}")
+    probs = record.get("polarity_probs") or {}
+    post_negative = _float32(float(probs.get("negative", 1.0 if polarity == "negative" else 0.0)))
+    targets = record.get("targets")
+    if targets:
+        votes = []
+        for target in targets:
+            stance = str(target["polarity"])
+            if stance not in POLARITY_LABELS:
+                raise ValueError(f"target {target.get('symbol')!r}: polarity {stance!r} is not a label")
+            t_probs = target.get("polarity_probs") or {}
+            votes.append(
+                TickerVote(
+                    str(target["symbol"]),
+                    stance,
+                    _float32(float(t_probs.get("negative", 1.0 if stance == "negative" else 0.0))),
+                    float(target.get("polarity_score", 0.0)),
+                )
+            )
+        return votes
+    symbols = record.get("symbols") or []
+    score = float(record.get("polarity_score", 0.0))
+    return [TickerVote(str(s), polarity, post_negative, score) for s in dict.fromkeys(symbols)] or [
+        TickerVote("", polarity, post_negative, score)
+    ]
+
+
+class StoryTally:
+    """Scored posts in, the same per-(ticker, minute) totals as `minute_counts_sql` out."""
+
+    def __init__(self) -> None:
+        self._stories: dict[tuple[str, int, str], _Story] = {}
+
+    def add(
+        self,
+        post_id: str,
+        published_at: datetime,
+        votes: Iterable[TickerVote],
+        *,
+        story_id: str | None = None,
+        status: str | None = None,
+        flags: Sequence[str] | None = None,
+    ) -> bool:
+        """Count one post; False when the rules leave it out (unscored or flagged)."""
+        if not is_counted(status, flags):
+            return False
+        if published_at.tzinfo is None:
+            raise ValueError("published_at must be timezone-aware")
+        minute = int(published_at.timestamp()) // 60
+        story = story_key(post_id, story_id)
+        for vote in votes:
+            key = (vote.symbol, minute, story)
+            current = self._stories.get(key)
+            if current is None:
+                self._stories[key] = _Story(post_id, vote.stance, vote.negative_probability, {post_id})
+                continue
+            current.post_ids.add(post_id)
+            if post_id < current.first_id:  # argMin by id, as the table's states do
+                current.first_id = post_id
+                current.stance = vote.stance
+                current.negative_probability = vote.negative_probability
+        return True
+
+    def totals(self) -> list[MinuteTotals]:
+        cells: dict[tuple[str, int], list[Any]] = {}
+        for (symbol, minute, _story), story in self._stories.items():
+            cell = cells.setdefault((symbol, minute), [0, 0, 0, 0, 0.0, set()])
+            cell[0] += 1
+            cell[1 + POLARITY_LABELS.index(story.stance)] += 1
+            cell[4] += story.negative_probability
+            cell[5] |= story.post_ids
+        return [
+            MinuteTotals(
+                symbol=symbol,
+                minute=datetime.fromtimestamp(minute * 60, tz=UTC),
+                stories=cell[0],
+                negative=cell[1],
+                neutral=cell[2],
+                positive=cell[3],
+                expected_negative=cell[4],
+                posts=len(cell[5]),
+            )
+            for (symbol, minute), cell in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+        ]

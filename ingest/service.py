@@ -38,6 +38,7 @@ class IngestWorker:
         self._normalizer = normalizer
         self._checkpoints = checkpoints
         self.exhausted: set[str] = set()
+        self.sent = 0  # posts on the bus so far
 
     def step(self, source: Source) -> int:
         """Move one batch of one source onto the bus; returns how many posts were sent."""
@@ -79,6 +80,7 @@ class IngestWorker:
             source.commit(batch.checkpoint)
         for name, count in sent_by_source.items():
             metrics.POSTS_INGESTED.labels(name).inc(count)
+        self.sent += sent
         metrics.LAST_SUCCESS.labels("ingest").set(time.time())
         return sent
 

@@ -14,14 +14,28 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+from moodwire import metrics
 from moodwire.config import Settings
 
 log = logging.getLogger(__name__)
 
 REASON_HEADER = "moodwire-reason"
 ORIGIN_HEADER = "moodwire-origin"
+# Set by ingest on the posts it normalized (cleaned text, linked tickers, story id): the scorer
+# skips its own HTML pass only for those.
+NORMALIZED_HEADER = "moodwire-normalized"
+
+# The largest message value any moodwire topic carries (ingest refuses larger input; the scorer
+# dead-letters larger messages from other producers as truncated copies).
+MAX_MESSAGE_BYTES = 1_000_000
+# What the Kafka producer may send in one request (Kafka's default broker `message.max.bytes`
+# is about the same): a full-size message plus its key and headers fits.
+PRODUCER_MAX_REQUEST_BYTES = 1_048_576
+# Per partition and fetch; a larger record still comes through alone (KIP-74), so one oversized
+# message from another producer cannot stall a partition.
+CONSUMER_MAX_PARTITION_FETCH_BYTES = 2 * PRODUCER_MAX_REQUEST_BYTES
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,8 @@ class Producer(Protocol):
 
     def flush(self, timeout_s: float | None = None) -> None: ...
 
+    def connected(self) -> bool: ...
+
     def close(self) -> None: ...
 
 
@@ -71,6 +87,12 @@ class Consumer(Protocol):
     def resume(self) -> None: ...
 
     def lag(self) -> dict[TopicPartition, int]: ...
+
+    def uncommitted(self) -> int | None:
+        """Messages on this consumer's partitions not yet committed by its group (None: not known yet)."""
+        ...
+
+    def connected(self) -> bool: ...
 
     def close(self) -> None: ...
 
@@ -135,6 +157,7 @@ class KafkaProducerAdapter:
             retries=10,
             linger_ms=5,
             max_in_flight_requests_per_connection=1,
+            max_request_size=PRODUCER_MAX_REQUEST_BYTES,
         )
         self._pending: list[object] = []
 
@@ -154,6 +177,9 @@ class KafkaProducerAdapter:
         for future in pending:
             future.get(timeout=0)  # type: ignore[attr-defined]
 
+    def connected(self) -> bool:
+        return bool(self._producer.bootstrap_connected())
+
     def close(self) -> None:
         self._producer.close()
 
@@ -163,7 +189,6 @@ class KafkaConsumerAdapter:
         from kafka import KafkaConsumer
 
         self._consumer = KafkaConsumer(
-            *topics,
             bootstrap_servers=servers,
             group_id=group,
             enable_auto_commit=False,
@@ -172,7 +197,9 @@ class KafkaConsumerAdapter:
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             max_poll_interval_ms=max(300_000, int(settings.shutdown_timeout_s * 1000) * 4),
             fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            max_partition_fetch_bytes=CONSUMER_MAX_PARTITION_FETCH_BYTES,
         )
+        self._consumer.subscribe(list(topics), listener=_rebalance_listener(group))
 
     def poll(self, max_records: int, timeout_s: float) -> list[Message]:
         batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
@@ -217,8 +244,43 @@ class KafkaConsumerAdapter:
             lag[(tp.topic, tp.partition)] = max(0, high - position)
         return lag
 
+    def uncommitted(self) -> int | None:
+        total = 0
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            if high is None:
+                return None
+            committed = self._consumer.committed(tp) or 0
+            total += max(0, high - committed)
+        return total
+
+    def connected(self) -> bool:
+        return bool(self._consumer.bootstrap_connected())
+
     def close(self) -> None:
         self._consumer.close(autocommit=False)
+
+
+def _rebalance_listener(group: str) -> Any:
+    """Logs and counts every change of this consumer's partitions (kafka-python's listener API)."""
+    from kafka import ConsumerRebalanceListener
+
+    class RebalanceLog(ConsumerRebalanceListener):  # type: ignore[misc]
+        def on_partitions_revoked(self, revoked: Any) -> None:
+            if revoked:
+                log.info("group %s rebalance: partitions revoked %s", group, _names(revoked))
+                metrics.CONSUMER_REBALANCES.labels("revoked").inc()
+
+        def on_partitions_assigned(self, assigned: Any) -> None:
+            log.info("group %s rebalance: partitions assigned %s", group, _names(assigned))
+            metrics.CONSUMER_REBALANCES.labels("assigned").inc()
+            metrics.ASSIGNED_PARTITIONS.set(len(assigned))
+
+    return RebalanceLog()
+
+
+def _names(partitions: Any) -> str:
+    return ", ".join(f"{tp.topic}/{tp.partition}" for tp in sorted(partitions)) or "none"
 
 
 # --------------------------------------------------------------------------------------------
@@ -446,6 +508,9 @@ class LocalProducer:
     def flush(self, timeout_s: float | None = None) -> None:
         self._bus.sync()
 
+    def connected(self) -> bool:
+        return True
+
     def close(self) -> None:
         self.flush()
 
@@ -488,6 +553,12 @@ class LocalConsumer:
 
     def lag(self) -> dict[TopicPartition, int]:
         return {(t, 0): max(0, self._bus.size(t) - self._positions[t]) for t in self._topics}
+
+    def uncommitted(self) -> int | None:
+        return sum(max(0, self._bus.size(t) - self._bus.committed(self._group, t)) for t in self._topics)
+
+    def connected(self) -> bool:
+        return True
 
     def close(self) -> None:
         pass

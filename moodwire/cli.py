@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,7 +11,6 @@ import typer
 
 from moodwire import logs
 from moodwire.config import ConfigError, Settings, load_settings
-from moodwire.store import Store
 
 app = typer.Typer(
     name="moodwire",
@@ -47,54 +43,6 @@ def settings_or_exit(config: Path | None, **overrides: object) -> Settings:
     return settings
 
 
-def stop_on_signals(shutdown_timeout_s: float | None = None) -> threading.Event:
-    """SIGINT/SIGTERM set the event: loops finish their batch, commit, and return.
-
-    With a timeout, a process still alive that long after the signal (a hung insert, a broker
-    that won't answer) exits with code 3 instead of hanging: nothing uncommitted is lost, it
-    is redelivered on restart.
-    """
-    stop = threading.Event()
-
-    def give_up() -> None:
-        log.error("still running %.0f s after the stop signal; exiting without a clean shutdown", shutdown_timeout_s)
-        os._exit(3)
-
-    def handler(signum: int, _frame: object) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        log.info("received %s; finishing the current batch", signal.Signals(signum).name)
-        stop.set()
-        if shutdown_timeout_s is not None:
-            timer = threading.Timer(shutdown_timeout_s, give_up)
-            timer.daemon = True
-            timer.start()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    return stop
-
-
-def open_store_waiting(settings: Settings, stop: threading.Event) -> Store:
-    """Open and migrate the store, waiting (with backoff) while the server is down."""
-    from moodwire.store import StoreError, StoreUnavailable, open_store
-
-    delay = 1.0
-    while True:
-        try:
-            store = open_store(settings)
-            store.migrate()
-            return store
-        except StoreUnavailable as exc:
-            log.warning("%s; retrying in %.0f s", exc, delay)
-        except StoreError as exc:
-            typer.echo(f"moodwire: the store refused us: {exc}", err=True)
-            raise typer.Exit(2) from None
-        if stop.wait(delay):
-            raise typer.Exit(1)
-        delay = min(30.0, delay * 2)
-
-
 @app.command()
 def run(
     config: ConfigOption = None,
@@ -105,119 +53,97 @@ def run(
     rate: Annotated[Optional[float], typer.Option(help="Replay speed in posts/s (default: sample_rate).")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Where chDB and checkpoints live.")] = None,
     duration: Annotated[Optional[float], typer.Option(help="Stop after this many seconds (default: until Ctrl-C).")] = None,
-    exit_when_done: Annotated[bool, typer.Option(help="Stop once every input is replayed and scored.")] = False,
+    exit_when_done: Annotated[
+        bool, typer.Option(help="Stop once every input is read, scored, stored and committed, after one alerting run.")
+    ] = False,
 ) -> None:
     """Run ingest, scorer and alerting in one process on the embedded bus and chDB.
 
     Without --input and without feeds in the config, replays the bundled sample stream (news and
     social posts with a negative spike on one ticker) as if it were live. While it runs,
-    `moodwire sql "..."` queries the same data.
+    `moodwire sql "..."` queries the same data. Serves /metrics, /healthz and /readyz when
+    metrics_port is set.
     """
+    from moodwire.app import RunOptions
     from moodwire.embedded import run_embedded
 
     settings = settings_or_exit(config, data_dir=data_dir)
-    stop = stop_on_signals(settings.shutdown_timeout_s)
-    code = run_embedded(settings, stop, inputs=input_file or [], rate=rate, duration_s=duration, exit_when_done=exit_when_done)
-    raise typer.Exit(code)
+    options = RunOptions(
+        inputs=tuple(input_file or ()),
+        rate=rate,
+        exit_when_done=exit_when_done,
+        duration_s=duration,
+        query_endpoint=True,
+    )
+    raise typer.Exit(run_embedded(settings, options))
+
+
+def _serve(settings: Settings, role: str, options: object | None = None) -> int:
+    from moodwire.app import Application, Role, RunOptions
+
+    app_ = Application(settings, [Role(role)], options if isinstance(options, RunOptions) else RunOptions())
+    return app_.run_until_signalled()
 
 
 @app.command()
 def ingest(
-    files: Annotated[Optional[list[Path]], typer.Argument(help="JSONL/CSV files to read (besides configured feeds).")] = None,
+    files: Annotated[Optional[list[Path]], typer.Argument(help="JSONL/CSV files to read (besides configured sources).")] = None,
     config: ConfigOption = None,
     rate: Annotated[Optional[float], typer.Option(help="Replay files at this many posts/s.")] = None,
     shift_to_now: Annotated[bool, typer.Option(help="Shift file timestamps so the last post is 'now'.")] = False,
-    follow: Annotated[bool, typer.Option(help="Keep running after the files are read (feeds keep polling).")] = False,
+    follow: Annotated[bool, typer.Option(help="Keep running after the files are read (configured sources keep polling).")] = False,
 ) -> None:
-    """Production ingest service: files and RSS/Atom feeds -> normalize -> the `posts` topic."""
-    from ingest.checkpoint import CheckpointStore
-    from ingest.normalize import Normalizer
-    from ingest.service import IngestWorker, build_sources
-    from moodwire.bus import open_bus
-    from moodwire.metrics import HealthState, serve_metrics
+    """Production ingest service: files and configured sources -> normalize -> the `posts` topic."""
+    from moodwire.app import RunOptions
 
     settings = settings_or_exit(config)
-    stop = stop_on_signals(settings.shutdown_timeout_s)
-    bus = open_bus(settings)
-    bus.ensure_topics([settings.posts_topic, settings.dead_letter_topic])
-    checkpoints = CheckpointStore(settings.state_dir / "ingest")
-    sources = build_sources(settings, checkpoints, files or [], rate=rate, shift_to_now=shift_to_now)
-    if not sources:
-        typer.echo("moodwire ingest: nothing to read: pass files or configure sources (feeds, reddit, mastodon, bluesky, stocktwits, push).", err=True)
-        raise typer.Exit(2)
-    health = HealthState()
-    if settings.metrics_port:
-        serve_metrics(settings.metrics_port, health)
-    producer = bus.producer()
-    worker = IngestWorker(settings, producer, sources, Normalizer(max_chars=settings.text_max_chars), checkpoints)
-    health.ready = True
-    total = worker.run(stop, stop_when_exhausted=not follow and not settings.has_live_sources)
-    producer.close()
-    bus.close()
-    log.info("ingest stopped after %d posts", total)
+    options = RunOptions(inputs=tuple(files or ()), rate=rate, shift_to_now=shift_to_now, follow=follow)
+    raise typer.Exit(_serve(settings, "ingest", options))
 
 
 @app.command()
 def score(config: ConfigOption = None) -> None:
-    """Production scorer service: consume `posts`, score with ONNX Runtime, insert into ClickHouse, commit."""
-    from moodwire.bus import open_bus
-    from moodwire.metrics import HealthState, serve_metrics
-    from scorer.runtime import OnnxScorer
-    from scorer.service import ScorerService
+    """Production scorer service: consume `posts`, score with ONNX Runtime, insert into ClickHouse, commit.
 
+    Scale out by starting more of these with the same consumer_group: the topic's partitions are
+    shared among them (one partition is read by one scorer at a time).
+    """
     settings = settings_or_exit(config)
-    stop = stop_on_signals(settings.shutdown_timeout_s)
-    health = HealthState()
-    if settings.metrics_port:
-        serve_metrics(settings.metrics_port, health)
-    store = open_store_waiting(settings, stop)
-    runtime = OnnxScorer(settings.model_dir, provider=settings.execution_provider, max_batch=settings.batch_max_size)
-    log.info("model %s on %s", runtime.model_version, runtime.provider)
-    bus = open_bus(settings)
-    bus.ensure_topics([settings.posts_topic, settings.dead_letter_topic])
-    consumer = bus.consumer(settings.consumer_group, [settings.posts_topic])
-    producer = bus.producer()
-    service = ScorerService(settings, consumer, producer, store, runtime)
-    health.ready = True
-    try:
-        service.run(stop)
-    finally:
-        consumer.close()
-        producer.close()
-        store.close()
-    log.info("scorer stopped: %d posts stored, %d dead-lettered", service.stats.scored, service.stats.rejected)
+    raise typer.Exit(_serve(settings, "score"))
 
 
 @app.command()
 def alert(
     config: ConfigOption = None,
-    once: Annotated[bool, typer.Option(help="Evaluate the complete minutes once and exit.")] = False,
+    once: Annotated[bool, typer.Option(help="Evaluate the complete minutes once, deliver, and exit.")] = False,
 ) -> None:
     """Production alerting service: every minute, detect negative spikes per ticker and notify."""
-    from alerting.job import AlertJob, run_scheduler
-    from moodwire.metrics import HealthState, serve_metrics
-
     settings = settings_or_exit(config)
-    stop = stop_on_signals(settings.shutdown_timeout_s)
-    store = open_store_waiting(settings, stop)
-    job = AlertJob.from_settings(settings, store)
-    if once:
-        fired = job.run_once()
-        typer.echo(f"{len(fired)} alert(s) fired")
-        return
-    health = HealthState()
-    if settings.metrics_port:
-        serve_metrics(settings.metrics_port, health)
-    health.ready = True
-    run_scheduler(job, settings, stop)
-    store.close()
+    if not once:
+        raise typer.Exit(_serve(settings, "alert"))
+    import threading
+
+    from alerting.job import AlertJob
+    from moodwire.app import Application, Role, StartupError
+
+    app_ = Application(settings, [Role.ALERT])
+    try:
+        store = app_.open_store(threading.Event())
+    except StartupError as exc:
+        typer.echo(f"moodwire alert: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        fired = AlertJob.from_settings(settings, store).run_once()
+    finally:
+        store.close()
+    typer.echo(f"{len(fired)} alert(s) fired")
 
 
 @app.command()
 def classify(
-    file: Annotated[str, typer.Argument(help="JSONL posts (needs `text`; `id` is echoed), or - for stdin.")] = "-",
+    file: Annotated[str, typer.Argument(help="JSONL posts (needs `text`), or - for stdin.")] = "-",
     model_dir: Annotated[Optional[Path], typer.Option(help="Model directory (default: the bundled model).")] = None,
-    explain: Annotated[bool, typer.Option(help="Add per-token attributions for the predicted labels.")] = False,
+    explain: Annotated[bool, typer.Option(help="Add per-word attributions for the predicted labels.")] = False,
     batch_size: Annotated[
         Optional[int], typer.Option(min=1, help="Texts per ONNX batch (default: 64 on a CPU, 256 on a GPU).")
     ] = None,
@@ -225,15 +151,28 @@ def classify(
 ) -> None:
     """Score posts offline: one JSON object out per JSON line in, same order; needs no servers.
 
-    A line that isn't a valid post gets {"id": ..., "error": "..."} in its place, so outputs
-    stay aligned with inputs.
+    Each output object is the input object with the scores added: polarity, polarity_score,
+    emotion, the probabilities, model_version, and `targets` (one stance per ticker: for the
+    input's `symbols`, else for the tickers found in the text). Pipe it into `moodwire backtest -`
+    when the posts carry `id` and `published_at`. A line that isn't a valid post gets
+    {"id": ..., "error": "..."} in its place, so outputs stay aligned with inputs; the command
+    fails when no line could be scored.
     """
+    from ingest.tickers import SymbolLinker, SymbolTable
     from scorer.classify import classify_stream
 
     logs.configure("WARNING")
     source = sys.stdin if file == "-" else open(file, encoding="utf-8", errors="replace")  # noqa: SIM115
     try:
-        errors = classify_stream(source, sys.stdout, model_dir=model_dir, explain=explain, batch_size=batch_size, provider=provider)
+        read, errors = classify_stream(
+            source,
+            sys.stdout,
+            model_dir=model_dir,
+            explain=explain,
+            batch_size=batch_size,
+            provider=provider,
+            find_symbols=SymbolLinker(SymbolTable.load()).link,
+        )
     except FileNotFoundError as exc:
         typer.echo(f"moodwire classify: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -241,7 +180,10 @@ def classify(
         if source is not sys.stdin:
             source.close()
     if errors:
-        typer.echo(f"moodwire classify: {errors} line(s) could not be scored (see their 'error')", err=True)
+        typer.echo(f"moodwire classify: {errors} of {read} line(s) could not be scored (see their 'error')", err=True)
+    if read == 0 or errors == read:
+        typer.echo("moodwire classify: nothing could be scored", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -257,7 +199,7 @@ def sql(
     alert_deliveries. The database is `moodwire` unless configured otherwise.
     """
     from moodwire.query_server import query_running
-    from moodwire.store import StoreError, StoreUnavailable, open_store
+    from moodwire.store import StoreError, open_store
 
     settings = settings_or_exit(config, data_dir=data_dir)
     logging.getLogger().setLevel(logging.WARNING)
@@ -268,11 +210,15 @@ def sql(
         if result is None:
             store = open_store(settings)
             try:
-                result = store.query(query, read_only=True)
+                result = store.analyst_query(query)
             finally:
                 store.close()
-    except (StoreError, StoreUnavailable) as exc:
-        typer.echo(f"moodwire sql: {exc}", err=True)
+    except StoreError as exc:
+        typer.echo(
+            f"moodwire sql: {exc}\n(queries are read-only: one SELECT or WITH query, or DESCRIBE/SHOW TABLES/"
+            "EXISTS; ClickHouse refuses writes, settings changes and table functions)",
+            err=True,
+        )
         raise typer.Exit(1) from None
     _print_result(result, output)
 

@@ -81,13 +81,19 @@ class Settings(BaseSettings):
     clickhouse_password: SecretStr = SecretStr("")
     clickhouse_database: str = "moodwire"
     clickhouse_timeout_s: float = Field(default=30.0, gt=0)
+    # The longest an analyst's query (`moodwire sql`, the report, the query endpoint) may run.
+    analyst_query_timeout_s: float = Field(default=60.0, gt=0, le=3600)
 
     model_dir: Path | None = None
     execution_provider: Literal["auto", "cpu", "cuda"] = "auto"
+    # Posts per scorer micro-batch: one insert and one commit (not the ONNX batch, below).
     batch_max_size: int = Field(default=DEFAULT_BATCH_MAX_SIZE, ge=1, le=4096)
     batch_max_wait_ms: int = Field(default=250, ge=0, le=60_000)
-    # Bounded buffering between poll and insert: backpressure instead of unbounded memory.
-    max_pending_posts: int = Field(default=5_000, ge=1)
+    # Rows per ONNX Runtime call; unset: the runtime's default (64 on a CPU, 256 on a GPU).
+    inference_batch_size: int | None = Field(default=None, ge=1, le=4096)
+    # While the store is down, a held batch tries again this often (so it is stored within about
+    # this long of the store's return).
+    store_retry_interval_s: float = Field(default=1.0, gt=0, le=60)
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
     text_max_chars: int = Field(default=4_000, ge=64)
 

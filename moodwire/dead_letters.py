@@ -16,15 +16,11 @@ import logging
 from collections.abc import Sequence
 
 from moodwire import metrics
-from moodwire.bus import ORIGIN_HEADER, REASON_HEADER, Producer
+from moodwire.bus import MAX_MESSAGE_BYTES, ORIGIN_HEADER, PRODUCER_MAX_REQUEST_BYTES, REASON_HEADER, Producer
+
+__all__ = ["MAX_MESSAGE_BYTES", "PRODUCER_MAX_REQUEST_BYTES", "dead_letter_record", "send_dead_letter"]
 
 log = logging.getLogger(__name__)
-
-# The largest message value any moodwire topic carries, and the largest line or item ingest accepts.
-MAX_MESSAGE_BYTES = 1_000_000
-# What the Kafka producer may send in one request (Kafka's own default): a full-size message plus
-# its key and headers fits.
-PRODUCER_MAX_REQUEST_BYTES = 1_048_576
 # A dead letter keeps at most this much of an oversized original (enough to see what it was).
 DEAD_LETTER_KEEP_BYTES = 64 * 1024
 MAX_REASON_CHARS = 500

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
@@ -64,6 +66,22 @@ ALERT_RUN_SECONDS = Histogram(
 LAST_SUCCESS = Gauge(
     "moodwire_last_success_timestamp_seconds", "Unix time of each stage's last successful cycle", ["stage"]
 )
+LAST_COMMIT = Gauge(
+    "moodwire_scorer_last_commit_timestamp_seconds", "Unix time of the scorer's last offset commit"
+)
+STORE_UP = Gauge(
+    "moodwire_store_up", "1 while the service's last use of ClickHouse succeeded, 0 while it fails", ["service"]
+)
+BUS_UP = Gauge("moodwire_bus_up", "1 while the service reaches the bus, 0 while it does not", ["service"])
+CONSUMER_REBALANCES = Counter(
+    "moodwire_consumer_rebalances_total", "Partitions taken away from or given to this scorer", ["event"]
+)
+ASSIGNED_PARTITIONS = Gauge(
+    "moodwire_consumer_assigned_partitions", "Partitions of the posts topic this scorer owns"
+)
+ALERT_RUN_FAILURES = Counter(
+    "moodwire_alert_run_failures_total", "Alerting runs that failed (detection or delivery)", ["step"]
+)
 
 
 def reason_label(reason: str) -> str:
@@ -71,15 +89,54 @@ def reason_label(reason: str) -> str:
     return reason.split(":", 1)[0][:40] if ":" in reason else "invalid"
 
 
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    ready: bool  # its dependencies answer and it is serving
+    alive: bool  # its loop runs (a dead or stuck loop needs a restart)
+    detail: str = ""
+
+
 class HealthState:
-    """What /healthz and /readyz report: alive unless a loop stalled; ready once started."""
+    """What /healthz and /readyz report: every registered component's own account of itself.
+
+    /readyz is 200 only while every component is ready (the store and bus it needs answer);
+    /healthz is 200 while every component's loop is alive. Both list each component.
+    """
 
     def __init__(self) -> None:
-        self.ready = False
-        self.checks: dict[str, Callable[[], bool]] = {}
+        self._components: dict[str, Callable[[], ComponentStatus]] = {}
+        self._lock = threading.Lock()
+
+    def register(self, name: str, status: Callable[[], ComponentStatus]) -> None:
+        with self._lock:
+            self._components[name] = status
+
+    def statuses(self) -> list[ComponentStatus]:
+        with self._lock:
+            probes = list(self._components.items())
+        out = []
+        for name, probe in probes:
+            try:
+                out.append(probe())
+            except Exception as exc:  # noqa: BLE001 - a failing probe means "not ready", not a dead server
+                out.append(ComponentStatus(name, False, True, f"status probe failed: {exc}"))
+        return out
+
+    def ready(self) -> bool:
+        statuses = self.statuses()
+        return bool(statuses) and all(s.ready for s in statuses)
 
     def healthy(self) -> bool:
-        return all(check() for check in self.checks.values())
+        return all(s.alive for s in self.statuses())
+
+    def report(self) -> dict[str, object]:
+        statuses = self.statuses()
+        return {
+            "ready": bool(statuses) and all(s.ready for s in statuses),
+            "alive": all(s.alive for s in statuses),
+            "components": {s.name: {"ready": s.ready, "alive": s.alive, "detail": s.detail} for s in statuses},
+        }
 
 
 def serve_metrics(port: int, health: HealthState, host: str = "0.0.0.0") -> ThreadingHTTPServer:
@@ -89,11 +146,10 @@ def serve_metrics(port: int, health: HealthState, host: str = "0.0.0.0") -> Thre
         def do_GET(self) -> None:  # noqa: N802 (stdlib name)
             if self.path == "/metrics":
                 self._reply(200, generate_latest(), CONTENT_TYPE_LATEST)
-            elif self.path == "/healthz":
-                ok = health.healthy()
-                self._reply(200 if ok else 503, b"ok\n" if ok else b"unhealthy\n")
-            elif self.path == "/readyz":
-                self._reply(200 if health.ready else 503, b"ready\n" if health.ready else b"starting\n")
+            elif self.path in ("/healthz", "/readyz"):
+                report = health.report()
+                ok = report["alive"] if self.path == "/healthz" else report["ready"]
+                self._reply(200 if ok else 503, json.dumps(report).encode() + b"\n", "application/json")
             else:
                 self._reply(404, b"not found\n")
 

@@ -33,7 +33,9 @@ def _words(text: str, word_ids: Sequence[int | None], offsets: Sequence[tuple[in
     return words
 
 
-def explain(scorer: OnnxScorer, texts: Sequence[str], digits: int = 4) -> list[Attribution]:
+def explain(
+    scorer: OnnxScorer, texts: Sequence[str], symbols: Sequence[Sequence[str]] | None = None, digits: int = 4
+) -> list[Attribution]:
     """Per text: {"polarity": [{"token", "weight"}...], "emotion": [...]}, words in text order,
     weights for the label the model predicts for the whole text."""
     encodings = scorer.encodings(texts)

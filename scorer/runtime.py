@@ -38,12 +38,24 @@ GPU_MAX_BATCH = 256
 
 
 @dataclass(frozen=True)
+class TargetPrediction:
+    """The stance toward one ticker, read at its mentions ("mention") or taken from the post ("post")."""
+
+    symbol: str
+    polarity: str
+    polarity_score: float
+    polarity_probs: dict[str, float]
+    basis: str
+
+
+@dataclass(frozen=True)
 class Prediction:
     polarity: str
     polarity_score: float  # P(positive) - P(negative), in [-1, 1]
     emotion: str
     polarity_probs: dict[str, float]
     emotion_probs: dict[str, float]
+    targets: tuple[TargetPrediction, ...] = ()
 
 
 def available_cores() -> int:
@@ -239,7 +251,8 @@ class OnnxScorer:
         pol, emo = self.logits_for_ids(self.tokenize(texts))
         return _softmax(pol), _softmax(emo)
 
-    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+    def predict(self, texts: Sequence[str], symbols: Sequence[Sequence[str]] | None = None) -> list[Prediction]:
+        """Post-level labels for each text (and, with a stance head, a stance per symbol)."""
         pol, emo = self.predict_proba(texts)
         pol_labels, emo_labels = self.polarity_labels, self.emotion_labels
         neg, pos = pol_labels.index("negative"), pol_labels.index("positive")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
@@ -62,8 +63,29 @@ ALERT_RUN_SECONDS = Histogram(
     "moodwire_alert_run_duration_seconds", "Wall time of one alerting run", buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 30)
 )
 LAST_SUCCESS = Gauge(
-    "moodwire_last_success_timestamp_seconds", "Unix time of each stage's last successful cycle", ["stage"]
+    "moodwire_last_success_timestamp_seconds",
+    "Unix time of each stage's last successful cycle (scorer: last commit; alert: last detection run); "
+    "the process start until the first one",
+    ["stage"],
 )
+STORE_UP = Gauge(
+    "moodwire_store_up",
+    "1 while this process reaches ClickHouse, 0 after a call found it unreachable (set by the scorer and alert services)",
+)
+
+
+def mark_started(stage: str) -> None:
+    """Stamp a stage's last-success gauge with the start time, so that a rule saying "no success
+    for N minutes" also fires for a process that never succeeds once."""
+    LAST_SUCCESS.labels(stage).set(time.time())
+
+
+def initialise_channels(channels: Iterable[str]) -> None:
+    """Create the delivery counters at 0 for every configured channel: a counter series that is
+    born at its first failure has no increase for a rule to see, so that failure would go unseen."""
+    for channel in channels:
+        ALERTS_SENT.labels(channel)
+        ALERTS_FAILED.labels(channel)
 
 
 def reason_label(reason: str) -> str:

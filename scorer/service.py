@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from moodwire import metrics
-from moodwire.bus import ORIGIN_HEADER, REASON_HEADER, Consumer, Message, Producer, next_offsets
+from moodwire.bus import ORIGIN_HEADER, REASON_HEADER, Consumer, Message, Producer, TopicPartition, next_offsets
 from moodwire.config import Settings
 from moodwire.labels import EMOTION_LABELS, POLARITY_LABELS
 from moodwire.schema import InvalidPost, Post, ScoredPost, parse_post
@@ -83,7 +83,12 @@ class ScorerService:
         self._store = store
         self._scorer = scorer
         self.stats = ScorerStats()
+        # Messages polled and not committed yet, per partition: they count as lag until committed.
+        self._held: dict[TopicPartition, int] = {}
+        self._lag_partitions: set[TopicPartition] = set()
         metrics.EXECUTION_PROVIDER.labels(scorer.provider, scorer.model_version).set(1)
+        metrics.mark_started("scorer")
+        metrics.STORE_UP.set(1)  # the caller opened (and migrated) the store
 
     def poll_batch(self, stop: threading.Event) -> list[Message]:
         """Fill a micro-batch up to batch_max_size, waiting at most batch_max_wait_ms after the first message."""
@@ -96,7 +101,24 @@ class ScorerService:
             if remaining <= 0:
                 break
             batch.extend(self._consumer.poll(size - len(batch), timeout_s=remaining))
+        for message in batch:
+            key = (message.topic, message.partition)
+            self._held[key] = self._held.get(key, 0) + 1
+        self._publish_lag()
         return batch
+
+    def _publish_lag(self) -> None:
+        """Lag as Kafka's group tools count it, up to the committed offset: what a stalled insert
+        holds still counts, and the gauge moves after every poll, not only after commits.
+        Partitions this consumer no longer owns leave the gauge (another replica reports them)."""
+        lag = dict(self._consumer.lag())
+        for key in lag:
+            lag[key] += self._held.get(key, 0)
+        for topic, partition in self._lag_partitions - lag.keys():
+            metrics.CONSUMER_LAG.remove(topic, str(partition))
+        for (topic, partition), value in lag.items():
+            metrics.CONSUMER_LAG.labels(topic, str(partition)).set(value)
+        self._lag_partitions = set(lag)
 
     def process(self, messages: list[Message], stop: threading.Event | None = None) -> int:
         """Score and store one batch, then commit it. Returns the number of posts stored."""
@@ -140,8 +162,10 @@ class ScorerService:
         metrics.BATCH_SECONDS.observe(elapsed)
         metrics.POSTS_SCORED.labels(self._scorer.model_version).inc(stored)
         metrics.LAST_SUCCESS.labels("scorer").set(time.time())
-        for (topic, partition), lag in self._consumer.lag().items():
-            metrics.CONSUMER_LAG.labels(topic, str(partition)).set(lag)
+        for message in batch.messages:
+            key = (message.topic, message.partition)
+            self._held[key] = max(0, self._held.get(key, 0) - 1)
+        self._publish_lag()
         return stored
 
     def _score(self, posts: list[Post]) -> list[ScoredPost]:
@@ -197,10 +221,12 @@ class ScorerService:
             try:
                 self._store.insert_posts(self._not_stored_yet(scored))
                 metrics.STORE_INSERT_SECONDS.observe(time.perf_counter() - started)
+                metrics.STORE_UP.set(1)
                 return []
             except StoreUnavailable as exc:
                 # Hold the batch (and so stop consuming: memory stays bounded by one batch) and retry.
                 metrics.STORE_INSERT_FAILURES.inc()
+                metrics.STORE_UP.set(0)
                 log.warning("store unavailable (%s); retrying in %.1f s", exc, delay)
             except StoreError as exc:
                 metrics.STORE_INSERT_FAILURES.inc()

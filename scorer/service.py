@@ -11,6 +11,7 @@ being written and one scored, so memory stays bounded and a stalled store stops 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -115,7 +116,8 @@ class ScorerService:
         for key in lag:
             lag[key] += self._held.get(key, 0)
         for topic, partition in self._lag_partitions - lag.keys():
-            metrics.CONSUMER_LAG.remove(topic, str(partition))
+            with contextlib.suppress(KeyError):  # older prometheus_client raises for a missing series
+                metrics.CONSUMER_LAG.remove(topic, str(partition))
         for (topic, partition), value in lag.items():
             metrics.CONSUMER_LAG.labels(topic, str(partition)).set(value)
         self._lag_partitions = set(lag)

@@ -23,7 +23,7 @@ from typing import Any
 
 from moodwire import counting, metrics
 from moodwire.config import Settings
-from moodwire.store import Store, StoreError
+from moodwire.store import Store, StoreError, StoreUnavailable
 
 from alerting.detector import Alert, DetectorSettings, DetectorState, ExamplePost, observe, step
 from alerting.notifiers import Notifier
@@ -99,13 +99,18 @@ class AlertJob:
         self.fired_total = 0
         # The last error of each step (None once it succeeds again): what /readyz reports.
         self.last_errors: dict[str, str | None] = {"detection": None, "delivery": None}
+        metrics.initialise_channels(n.channel for n in self._notifiers)
+        metrics.mark_started("alert")
+        metrics.STORE_UP.set(1)  # the caller opened (and migrated) the store
 
     @classmethod
     def from_settings(cls, settings: Settings, store: Store) -> AlertJob:
-        from alerting.notifiers import notifiers_from_settings  # noqa: PLC0415
+        from alerting.notifiers import needs_resolutions, notifiers_from_settings  # noqa: PLC0415
 
         notifiers = notifiers_from_settings(settings)
-        lifecycle = LifecycleSettings(channels=tuple(n.channel for n in notifiers))
+        lifecycle = LifecycleSettings(
+            channels=tuple(n.channel for n in notifiers), notify_resolved=needs_resolutions(notifiers)
+        )
         return cls(
             store,
             notifiers,
@@ -229,13 +234,19 @@ class AlertJob:
         """Evaluate every complete minute not yet evaluated; return the alerts that opened episodes."""
         with self._lock:
             try:
-                return self._detect()
-            except Exception:
+                opened = self._detect()
+            except Exception as exc:
+                if isinstance(exc, StoreUnavailable):
+                    metrics.STORE_UP.set(0)
                 # The detector may have stepped past minutes whose state was never saved:
                 # rebuild both from the store on the next run rather than trust them.
                 self._detector = None
                 self._state = None
                 raise
+            # A run with nothing to evaluate (no posts yet) is a successful run too.
+            metrics.LAST_SUCCESS.labels("alert").set(time.time())
+            metrics.STORE_UP.set(1)
+            return opened
 
     def _detect(self) -> list[Alert]:
         started = time.perf_counter()
@@ -269,7 +280,6 @@ class AlertJob:
         self._record(notes)
         self._state_store.save(state)
         metrics.ALERT_RUN_SECONDS.observe(time.perf_counter() - started)
-        metrics.LAST_SUCCESS.labels("alert").set(time.time())
         opened = [a for note in notes if note.status == "firing" for a in note.alerts]
         self.fired_total += len(opened)
         return opened

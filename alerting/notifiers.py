@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Protocol
 
 from moodwire.config import Settings
 
-from alerting import email, webhook
+from alerting import alertmanager, email, webhook
 from alerting.lifecycle import DeliveryOutcome, Notification
 
 
@@ -27,6 +27,25 @@ class WebhookNotifier:
 
     def deliver(self, notification: Notification) -> DeliveryOutcome:
         return webhook.deliver(notification, self._settings)
+
+
+class AlertmanagerNotifier:
+    """Alertmanager's /api/v2/alerts; needs the resolutions to end the alerts it holds."""
+
+    channel = alertmanager.CHANNEL
+    needs_resolutions = True
+
+    def __init__(self, settings: alertmanager.AlertmanagerSettings) -> None:
+        self._settings = settings
+
+    def deliver(self, notification: Notification) -> DeliveryOutcome:
+        return alertmanager.deliver(notification, self._settings)
+
+
+def needs_resolutions(notifiers: Sequence[Notifier]) -> bool:
+    """Whether the job must also queue a message when an episode resolves (then every channel
+    gets it: the lifecycle's outbox is one list for all channels)."""
+    return any(getattr(n, "needs_resolutions", False) for n in notifiers)
 
 
 class EmailNotifier:
@@ -69,6 +88,8 @@ def notifiers_from_settings(settings: Settings) -> list[Notifier]:
                 )
             )
         )
+    if settings.alertmanager_url:
+        notifiers.append(AlertmanagerNotifier(alertmanager.AlertmanagerSettings.from_settings(settings)))
     if settings.smtp_host and settings.email_to:
         notifiers.append(
             EmailNotifier(

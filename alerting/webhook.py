@@ -121,15 +121,28 @@ def _alert(alert: Alert) -> dict[str, Any]:
     }
 
 
+# Slack's limits (Block Kit): a header's text <= 150 characters, a section's text <= 3,000, at
+# most 50 blocks, and in practice ~13,000 characters of block text per message (beyond that
+# Slack answers msg_blocks_too_long). A refused payload is refused on every retry, so a
+# market-wide sell-off naming many tickers must still fit.
+SLACK_HEADER_CHARS = 150
+SLACK_SECTION_CHARS = 3_000
+SLACK_DETAILED_ALERTS = 10  # one section each; the rest are named in one summary section
+SLACK_ALERT_SECTION_CHARS = 1_000
+SLACK_SUMMARY_CHARS = 2_000
+
+
 def slack_payload(notification: Notification) -> dict[str, Any]:
-    """Slack incoming-webhook format: a fallback `text` and one section block per alert."""
-    title = headline(notification)
+    """Slack incoming-webhook format: a fallback `text`, a header, one section per alert (the
+    most severe first, up to SLACK_DETAILED_ALERTS) and one section naming the rest."""
+    title = headline_within(notification, SLACK_HEADER_CHARS)
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": title}}
     ]
-    for alert in notification.alerts:
+    ranked = sorted(notification.alerts, key=lambda a: (a.severity != "critical", -a.statistic, a.symbol))
+    for alert in ranked[:SLACK_DETAILED_ALERTS]:
         lines = [
-            f"*{alert.symbol}* {alert.kind} ({alert.severity})",
+            f"*{_slack_escape(alert.symbol)}* {alert.kind} ({alert.severity})",
             (
                 f"{alert.window_negative}/{alert.window_total} negative in "
                 f"{alert.window_minutes} min ({alert.window_share:.0%} vs "
@@ -137,8 +150,55 @@ def slack_payload(notification: Notification) -> dict[str, Any]:
             ),
         ]
         lines += [f"> {_slack_escape(e.text[:200])}" for e in alert.examples[:3]]
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}})
+        blocks.append(_mrkdwn_section("\n".join(lines), SLACK_ALERT_SECTION_CHARS))
+    rest = ranked[SLACK_DETAILED_ALERTS:]
+    if rest:
+        names = [_slack_escape(_label(a)) for a in rest]
+        blocks.append(_mrkdwn_section(_names_within(f"*{len(rest)} more:* ", names, SLACK_SUMMARY_CHARS), SLACK_SUMMARY_CHARS))
     return {"text": title, "blocks": blocks}
+
+
+def _label(alert: Alert) -> str:
+    return f"{alert.symbol} ({alert.severity})" if alert.severity == "critical" else alert.symbol
+
+
+def _names_within(prefix: str, names: list[str], limit: int) -> str:
+    """`prefix` and as many of `names` as fit in `limit` characters, then how many were left out."""
+    shown: list[str] = []
+    for index, name in enumerate(names):
+        left = len(names) - index - 1
+        candidate = prefix + ", ".join([*shown, name]) + (f" and {left} more" if left else "")
+        if len(candidate) > limit:
+            break
+        shown.append(name)
+    left = len(names) - len(shown)
+    return prefix + ", ".join(shown) + (f" and {left} more" if left else "")
+
+
+def _mrkdwn_section(text: str, limit: int) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": _clip(text, min(limit, SLACK_SECTION_CHARS))}}
+
+
+def _clip(text: str, limit: int) -> str:
+    """At most `limit` characters, cut with an ellipsis, never inside an &amp;-style escape."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    entity = cut.rfind("&")
+    if entity != -1 and ";" not in cut[entity:]:
+        cut = cut[:entity]
+    return cut + "\u2026"
+
+
+def headline_within(notification: Notification, limit: int) -> str:
+    """`headline`, naming as many symbols as fit in `limit` characters and counting the rest."""
+    full = headline(notification)
+    if len(full) <= limit:
+        return full
+    kinds = "/".join(sorted({a.kind for a in notification.alerts}))
+    prefix = f"resolved {kinds}: " if notification.status == "resolved" else f"{kinds}: "
+    ranked = sorted(notification.alerts, key=lambda a: (a.severity != "critical", -a.statistic, a.symbol))
+    return _clip(_names_within(prefix, [_label(a) for a in ranked], limit), limit)
 
 
 def headline(notification: Notification) -> str:

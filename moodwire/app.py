@@ -129,7 +129,7 @@ class Application:
                     raise StartupError(str(exc)) from None  # a locked data dir does not unlock by waiting
                 if waited == 0 or waited % 30 == 0:
                     log.warning("%s; waiting for the store", exc)
-                metrics.STORE_UP.labels(self._service_label()).set(0)
+                metrics.STORE_UP.set(0)
             except StoreError as exc:
                 raise StartupError(f"the store refused us: {exc}") from None
             if stop.wait(self.settings.store_retry_interval_s):
@@ -146,9 +146,6 @@ class Application:
             and not self.settings.has_live_sources
         )
 
-    def _service_label(self) -> str:
-        return "embedded" if len(self.roles) > 1 else self.roles[0].value
-
     def start(self, stop: threading.Event) -> None:
         settings = self.settings
         if settings.metrics_port:
@@ -156,7 +153,7 @@ class Application:
             self._closers.append(server.shutdown)
         if Role.SCORE in self.roles or Role.ALERT in self.roles:
             self.store = self.open_store(stop)
-            metrics.STORE_UP.labels(self._service_label()).set(1)
+            metrics.STORE_UP.set(1)
         if Role.INGEST in self.roles or Role.SCORE in self.roles:
             self.bus = open_bus(settings)
             self.bus.ensure_topics([settings.posts_topic, settings.dead_letter_topic])

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
         frozen=True,
         extra="forbid",
         env_nested_delimiter="__",
+        # `MOODWIRE_WEBHOOK_URL=` (as .env files and compose write an unset value) means unset,
+        # not the value "": the default applies.
+        env_ignore_empty=True,
     )
 
     # Where the embedded default keeps chDB data and source checkpoints.
@@ -107,6 +110,13 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     webhook_timeout_s: float = Field(default=5.0, gt=0)
     webhook_format: Literal["moodwire", "slack"] = "moodwire"
+    # Alertmanager's base URL (e.g. http://alertmanager:9093): moodwire's alerts go to its
+    # /api/v2/alerts as well, for its grouping, silences and receivers.
+    alertmanager_url: str | None = None
+    alertmanager_timeout_s: float = Field(default=5.0, gt=0)
+    # Grafana's base URL as analysts reach it (e.g. http://localhost:3000): alerts link to the
+    # symbol's dashboard over the alert's window.
+    grafana_url: str | None = None
     smtp_host: str | None = None
     smtp_port: int = Field(default=587, ge=1, le=65535)
     smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
@@ -129,9 +139,9 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
-    @field_validator("webhook_url")
+    @field_validator("webhook_url", "alertmanager_url", "grafana_url")
     @classmethod
-    def _webhook_is_http(cls, value: str | None) -> str | None:
+    def _is_http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -64,13 +65,10 @@ ALERT_RUN_SECONDS = Histogram(
     "moodwire_alert_run_duration_seconds", "Wall time of one alerting run", buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 30)
 )
 LAST_SUCCESS = Gauge(
-    "moodwire_last_success_timestamp_seconds", "Unix time of each stage's last successful cycle", ["stage"]
-)
-LAST_COMMIT = Gauge(
-    "moodwire_scorer_last_commit_timestamp_seconds", "Unix time of the scorer's last offset commit"
-)
-STORE_UP = Gauge(
-    "moodwire_store_up", "1 while the service's last use of ClickHouse succeeded, 0 while it fails", ["service"]
+    "moodwire_last_success_timestamp_seconds",
+    "Unix time of each stage's last successful cycle (scorer: last commit; alert: last detection run); "
+    "the process start until the first one",
+    ["stage"],
 )
 BUS_UP = Gauge("moodwire_bus_up", "1 while the service reaches the bus, 0 while it does not", ["service"])
 CONSUMER_REBALANCES = Counter(
@@ -82,6 +80,24 @@ ASSIGNED_PARTITIONS = Gauge(
 ALERT_RUN_FAILURES = Counter(
     "moodwire_alert_run_failures_total", "Alerting runs that failed (detection or delivery)", ["step"]
 )
+STORE_UP = Gauge(
+    "moodwire_store_up",
+    "1 while this process reaches ClickHouse, 0 after a call found it unreachable (set by the scorer and alert services)",
+)
+
+
+def mark_started(stage: str) -> None:
+    """Stamp a stage's last-success gauge with the start time, so that a rule saying "no success
+    for N minutes" also fires for a process that never succeeds once."""
+    LAST_SUCCESS.labels(stage).set(time.time())
+
+
+def initialise_channels(channels: Iterable[str]) -> None:
+    """Create the delivery counters at 0 for every configured channel: a counter series that is
+    born at its first failure has no increase for a rule to see, so that failure would go unseen."""
+    for channel in channels:
+        ALERTS_SENT.labels(channel)
+        ALERTS_FAILED.labels(channel)
 
 
 def reason_label(reason: str) -> str:

@@ -18,6 +18,7 @@ probing every `retry_interval_s`, so it is stored within seconds of the store's 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -28,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
 from moodwire import metrics
-from moodwire.bus import NORMALIZED_HEADER, Consumer, Message, Producer, next_offsets
+from moodwire.bus import NORMALIZED_HEADER, Consumer, Message, Producer, TopicPartition, next_offsets
 from moodwire.config import Settings
 from moodwire.dead_letters import send_dead_letter
 from moodwire.labels import EMOTION_LABELS, POLARITY_LABELS
@@ -113,8 +114,12 @@ class ScorerService:
         self.stats = ScorerStats()
         # False while the store refuses us; what /readyz reports.
         self.store_ok = True
+        # Messages polled and not committed yet, per partition: they count as lag until committed.
+        self._held: dict[TopicPartition, int] = {}
+        self._lag_partitions: set[TopicPartition] = set()
         metrics.EXECUTION_PROVIDER.labels(scorer.provider, scorer.model_version).set(1)
-        metrics.STORE_UP.labels("scorer").set(1)
+        metrics.mark_started("scorer")
+        metrics.STORE_UP.set(1)  # the caller opened (and migrated) the store
 
     # ---------------------------------------------------------------------------------- polling
 
@@ -129,12 +134,25 @@ class ScorerService:
             if remaining <= 0:
                 break
             batch.extend(self._consumer.poll(size - len(batch), timeout_s=remaining))
-        self._report_lag()
+        for message in batch:
+            key = (message.topic, message.partition)
+            self._held[key] = self._held.get(key, 0) + 1
+        self._publish_lag()
         return batch
 
-    def _report_lag(self) -> None:
-        for (topic, partition), lag in self._consumer.lag().items():
-            metrics.CONSUMER_LAG.labels(topic, str(partition)).set(lag)
+    def _publish_lag(self) -> None:
+        """Lag as Kafka's group tools count it, up to the committed offset: what a stalled insert
+        holds still counts, and the gauge moves after every poll, not only after commits.
+        Partitions this consumer no longer owns leave the gauge (another replica reports them)."""
+        lag = dict(self._consumer.lag())
+        for key in lag:
+            lag[key] += self._held.get(key, 0)
+        for topic, partition in self._lag_partitions - lag.keys():
+            with contextlib.suppress(KeyError):  # older prometheus_client raises for a missing series
+                metrics.CONSUMER_LAG.remove(topic, str(partition))
+        for (topic, partition), value in lag.items():
+            metrics.CONSUMER_LAG.labels(topic, str(partition)).set(value)
+        self._lag_partitions = set(lag)
 
     # ---------------------------------------------------------------------------------- one batch
 
@@ -333,16 +351,14 @@ class ScorerService:
         if ok != self.store_ok:
             log.info("store is %s", "back" if ok else "unavailable")
         self.store_ok = ok
-        metrics.STORE_UP.labels("scorer").set(1 if ok else 0)
+        metrics.STORE_UP.set(1 if ok else 0)
 
     # ---------------------------------------------------------------------------------- commit
 
     def _finish(self, batch: _Batch, rejects: list[tuple[Message, str]]) -> int:
         """Commit a written batch and account for it."""
-        committed = self._consumer.commit(next_offsets(batch.messages))
-        if committed:
+        if self._consumer.commit(next_offsets(batch.messages)):
             self.stats.last_commit = time.time()
-            metrics.LAST_COMMIT.set(self.stats.last_commit)
         elapsed = time.perf_counter() - batch.started
         stored = len(batch.scored) - (len(rejects) - len(batch.rejects))
         self.stats.batches += 1
@@ -354,7 +370,14 @@ class ScorerService:
         metrics.BATCH_SECONDS.observe(elapsed)
         metrics.POSTS_SCORED.labels(self._scorer.model_version).inc(stored)
         metrics.LAST_SUCCESS.labels("scorer").set(time.time())
-        self._report_lag()
+        for message in batch.messages:
+            key = (message.topic, message.partition)
+            left = self._held.get(key, 0) - 1
+            if left > 0:
+                self._held[key] = left
+            else:
+                self._held.pop(key, None)
+        self._publish_lag()
         return stored
 
     def _wait_for(self, future: Future[list[tuple[Message, str]]], stop: threading.Event) -> list[tuple[Message, str]]:

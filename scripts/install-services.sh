@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Debian packages the integration tests need: a real ClickHouse server (and client),
-# Prometheus' promtool, docker-compose (offline validation of the stack) and Chromium
+# Prometheus' promtool, Alertmanager, docker-compose (offline validation of the stack) and Chromium
 # (renders the HTML report). Installs only what is missing.
 set -euo pipefail
 need=()
 command -v clickhouse-server >/dev/null 2>&1 || need+=(clickhouse-server clickhouse-client)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
     echo "install-services: apt-get install ${need[*]}"

@@ -103,13 +103,26 @@ def clickhouse_server_binary() -> str:
     return path
 
 
-def start_clickhouse(data_dir: Path | None = None, tcp_port: int | None = None) -> Service:
+def start_clickhouse(
+    data_dir: Path | None = None,
+    tcp_port: int | None = None,
+    users_xml: str | None = None,
+    http_port: int | None = None,
+) -> Service:
+    """A ClickHouse server on loopback. `users_xml` (a <yandex><users>... document) goes into a
+    users.d next to a private copy of the system users.xml, for users 18.16 can't CREATE."""
     tcp_port = tcp_port or free_port()
-    http_port = free_port()
+    http_port = http_port or free_port()
     interserver_port = free_port()
     workdir = data_dir or Path(tempfile.mkdtemp(prefix="moodwire-clickhouse-"))
     for sub in ("tmp", "uf", "fs"):
         (workdir / sub).mkdir(parents=True, exist_ok=True)
+    users_config: list[str] = []
+    if users_xml is not None:
+        (workdir / "users.d").mkdir(exist_ok=True)
+        shutil.copyfile("/etc/clickhouse-server/users.xml", workdir / "users.xml")
+        (workdir / "users.d" / "moodwire.xml").write_text(users_xml)
+        users_config = [f"--users_config={workdir}/users.xml"]
     process = subprocess.Popen(
         [
             clickhouse_server_binary(),
@@ -125,9 +138,64 @@ def start_clickhouse(data_dir: Path | None = None, tcp_port: int | None = None) 
             f"--tcp_port={tcp_port}",
             f"--http_port={http_port}",
             f"--interserver_http_port={interserver_port}",
+            *users_config,
         ],
         stdout=subprocess.DEVNULL,
         stderr=(workdir / "stderr.log").open("wb"),
     )
     wait_for_port(tcp_port)
     return Service("clickhouse", process, tcp_port, workdir, stop_signal=signal.SIGTERM)
+
+
+def alertmanager_binary() -> str:
+    """Debian's prometheus-alertmanager installs the binary under that name."""
+    for name in ("prometheus-alertmanager", "alertmanager"):
+        path = shutil.which(name)
+        if path is not None:
+            return path
+    raise FileNotFoundError(
+        "alertmanager is not installed; run scripts/install-services.sh (Debian's prometheus-alertmanager)"
+    )
+
+
+def wait_for_http(url: str, timeout_s: float = 30.0) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as response:
+                if response.status == 200:
+                    return
+        except (OSError, urllib.error.URLError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer 200 within {timeout_s} s")
+        time.sleep(0.05)
+
+
+def start_alertmanager(config_yaml: str) -> Service:
+    """Alertmanager on a free loopback port with a private config and storage, no clustering."""
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="moodwire-alertmanager-"))
+    (workdir / "alertmanager.yml").write_text(config_yaml)
+    process = subprocess.Popen(
+        [
+            alertmanager_binary(),
+            f"--config.file={workdir / 'alertmanager.yml'}",
+            f"--storage.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ],
+        stdout=(workdir / "out.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    service = Service("alertmanager", process, port, workdir, stop_signal=signal.SIGTERM)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/-/ready")
+    except TimeoutError:
+        service.stop()
+        raise
+    return service

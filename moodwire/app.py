@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 # A service loop that has not gone round for this long is reported as stuck on /healthz.
 STUCK_AFTER_S = 300.0
+# How often the bus and the store are probed for /readyz (a service idle between posts would
+# otherwise not notice that a dependency went away).
+PROBE_INTERVAL_S = 5.0
 
 
 class Role(StrEnum):
@@ -113,6 +116,9 @@ class Application:
         self.alert_job: Any = None
         self.consumer: Consumer | None = None
         self.provider = ""
+        # Results of the last dependency probes (True until a probe says otherwise).
+        self.bus_reachable = True
+        self.store_reachable = True
 
     # ------------------------------------------------------------------------------- start-up
 
@@ -163,6 +169,7 @@ class Application:
             query_server = QueryServer(self.store, settings.state_dir, settings.query_host, settings.query_port)
             query_server.start()
             self._closers.append(query_server.stop)
+        self._start_probes()
         # Start order is the data's order; ingest last, so nothing is produced before a scorer listens.
         if Role.ALERT in self.roles:
             self._start_alerting()
@@ -170,6 +177,29 @@ class Application:
             self._start_scorer()
         if Role.INGEST in self.roles:
             self._start_ingest()
+
+    def _start_probes(self) -> None:
+        """Probe the bus and the store every PROBE_INTERVAL_S on a daemon thread; /readyz reads the
+        results (probing inside the HTTP handler would make a health check wait on a dead server)."""
+        stop = threading.Event()
+
+        def probe() -> None:
+            while not stop.wait(PROBE_INTERVAL_S):
+                if self.bus is not None:
+                    self.bus_reachable = self.bus.reachable()
+                    metrics.BUS_UP.labels(self.roles[0].value if len(self.roles) == 1 else "embedded").set(
+                        1 if self.bus_reachable else 0
+                    )
+                store = self.store
+                if store is not None:
+                    try:
+                        store.ping()
+                        self.store_reachable = True
+                    except StoreError:
+                        self.store_reachable = False
+
+        threading.Thread(target=probe, name="dependency-probe", daemon=True).start()
+        self._closers.append(stop.set)
 
     def _thread(self, name: str, target: Callable[[threading.Event], object], status: Callable[[], ComponentStatus]) -> _Running:
         stop = threading.Event()
@@ -221,10 +251,9 @@ class Application:
                         close()
 
         def status() -> ComponentStatus:
-            connected = producer.connected()
-            metrics.BUS_UP.labels("ingest").set(1 if connected else 0)
             alive = running.thread.is_alive() or self._ingest_done.is_set()
-            return ComponentStatus("ingest", connected, alive, "" if connected else "bus unreachable")
+            ok = self.bus_reachable
+            return ComponentStatus("ingest", ok, alive, "" if ok else "bus unreachable")
 
         running = self._thread("ingest", run, status)
 
@@ -251,11 +280,10 @@ class Application:
                 producer.close()
 
         def status() -> ComponentStatus:
-            connected = consumer.connected()
-            metrics.BUS_UP.labels("scorer").set(1 if connected else 0)
             stuck = time.monotonic() - service.stats.loop_heartbeat > STUCK_AFTER_S
             alive = running.thread.is_alive() and not stuck
-            problems = [p for p, bad in (("store unavailable", not service.store_ok), ("bus unreachable", not connected)) if bad]
+            store_ok = service.store_ok and self.store_reachable
+            problems = [p for p, bad in (("store unavailable", not store_ok), ("bus unreachable", not self.bus_reachable)) if bad]
             if stuck:
                 problems.append(f"loop has not gone round for {STUCK_AFTER_S:.0f} s")
             return ComponentStatus("scorer", not problems, alive, "; ".join(problems))
@@ -274,6 +302,8 @@ class Application:
 
         def status() -> ComponentStatus:
             ok, detail = job.status()
+            if not self.store_reachable:
+                ok, detail = False, "; ".join(filter(None, [detail, "store unavailable"]))
             return ComponentStatus("alert", ok, running.thread.is_alive(), detail)
 
         running = self._thread("alert", run, status)

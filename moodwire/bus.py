@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import struct
 import threading
 import time
@@ -100,6 +101,10 @@ class Consumer(Protocol):
 class Bus(Protocol):
     def ensure_topics(self, topics: Sequence[str]) -> None: ...
 
+    def reachable(self, timeout_s: float = 2.0) -> bool:
+        """Whether a broker answers now (readiness probes); never raises."""
+        ...
+
     def producer(self) -> Producer: ...
 
     def consumer(self, group: str, topics: Sequence[str]) -> Consumer: ...
@@ -135,6 +140,17 @@ class KafkaBus:
                     pass
         finally:
             admin.close()
+
+    def reachable(self, timeout_s: float = 2.0) -> bool:
+        """A TCP connection to one of the bootstrap servers opens (cheap enough for /readyz)."""
+        for server in self._servers:
+            host, _, port = server.strip().rpartition(":")
+            try:
+                with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port or 9092)), timeout=timeout_s):
+                    return True
+            except (OSError, ValueError):
+                continue
+        return False
 
     def producer(self) -> Producer:
         return KafkaProducerAdapter(self._servers, self._settings.kafka_compression)
@@ -329,6 +345,9 @@ class LocalBus:
         with self._lock:
             for topic in topics:
                 self._load(topic)
+
+    def reachable(self, timeout_s: float = 2.0) -> bool:
+        return True
 
     def _load(self, topic: str) -> _TopicLog:
         if topic in self._topics:

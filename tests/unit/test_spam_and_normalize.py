@@ -39,7 +39,10 @@ def test_same_author_repeating_a_text_is_flagged_other_outlets_are_one_story() -
 def test_the_same_id_is_a_duplicate_and_bad_items_are_rejected_with_a_reason() -> None:
     normalizer = Normalizer(detect_language=False)
     assert isinstance(normalizer.normalize(item("d1", "Apple beats estimates")), Accepted)
-    assert normalizer.normalize(item("d1", "Apple beats estimates, again")) == Duplicate("d1", "same_id")
+    assert normalizer.normalize(item("d1", "Apple beats estimates")) == Duplicate("d1", "same_id")
+    # Another text under a known id is dropped too, but the dropped copy is kept for a dead letter.
+    edited = RawItem("reddit", item("d1", "Apple beats estimates, again").data, raw=b'{"id": "d1", "edited": 1}')
+    assert normalizer.normalize(edited) == Duplicate("d1", "same_id_different_text", dropped=edited.raw)
     rejected = normalizer.normalize(item("d2", "<p>   </p>"))
     assert isinstance(rejected, Rejected) and rejected.reason.startswith("text: empty")
     zero_time = RawItem("file", {"id": "d3", "source": "file", "text": "hi there", "published_at": 0})

@@ -131,8 +131,8 @@ def ingest(
 ) -> None:
     """Production ingest service: files and RSS/Atom feeds -> normalize -> the `posts` topic."""
     from ingest.checkpoint import CheckpointStore
-    from ingest.normalize import Normalizer
-    from ingest.service import IngestWorker, build_sources
+    from ingest.connectors import SourceSettings, build_sources
+    from ingest.service import IngestSettings, IngestWorker
     from moodwire.bus import open_bus
     from moodwire.metrics import HealthState, serve_metrics
 
@@ -141,7 +141,9 @@ def ingest(
     bus = open_bus(settings)
     bus.ensure_topics([settings.posts_topic, settings.dead_letter_topic])
     checkpoints = CheckpointStore(settings.state_dir / "ingest")
-    sources = build_sources(settings, checkpoints, files or [], rate=rate, shift_to_now=shift_to_now)
+    sources = build_sources(
+        SourceSettings.from_settings(settings), checkpoints, files or [], rate=rate, shift_to_now=shift_to_now
+    )
     if not sources:
         typer.echo("moodwire ingest: nothing to read: pass files or configure sources (feeds, reddit, mastodon, bluesky, stocktwits, push).", err=True)
         raise typer.Exit(2)
@@ -149,9 +151,12 @@ def ingest(
     if settings.metrics_port:
         serve_metrics(settings.metrics_port, health)
     producer = bus.producer()
-    worker = IngestWorker(settings, producer, sources, Normalizer(max_chars=settings.text_max_chars), checkpoints)
+    worker = IngestWorker(IngestSettings.from_settings(settings), producer, sources, checkpoints)
     health.ready = True
-    total = worker.run(stop, stop_when_exhausted=not follow and not settings.has_live_sources)
+    try:
+        total = worker.run(stop, stop_when_exhausted=not follow and not settings.has_live_sources)
+    finally:
+        worker.close()
     producer.close()
     bus.close()
     log.info("ingest stopped after %d posts", total)

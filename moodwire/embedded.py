@@ -52,8 +52,8 @@ def run_embedded(
 ) -> int:
     from alerting.job import AlertJob, run_scheduler
     from ingest.checkpoint import CheckpointStore
-    from ingest.normalize import Normalizer
-    from ingest.service import IngestWorker, build_sources
+    from ingest.connectors import SourceSettings, build_sources
+    from ingest.service import IngestSettings, IngestWorker
     from scorer.runtime import OnnxScorer
     from scorer.service import ScorerService
 
@@ -81,10 +81,14 @@ def run_embedded(
     bus.ensure_topics([settings.posts_topic, settings.dead_letter_topic])
     checkpoints = CheckpointStore(settings.state_dir / "ingest")
     sources = build_sources(
-        settings, checkpoints, files, rate=rate or settings.sample_rate, shift_to_now=replaying_sample
+        SourceSettings.from_settings(settings),
+        checkpoints,
+        files,
+        rate=rate or settings.sample_rate,
+        shift_to_now=replaying_sample,
     )
     ingest_producer = bus.producer()
-    worker = IngestWorker(settings, ingest_producer, sources, Normalizer(max_chars=settings.text_max_chars), checkpoints)
+    worker = IngestWorker(IngestSettings.from_settings(settings), ingest_producer, sources, checkpoints)
     consumer = bus.consumer(settings.consumer_group, [settings.posts_topic])
     scorer_producer = bus.producer()
     service = ScorerService(settings, consumer, scorer_producer, store, runtime)
@@ -142,6 +146,7 @@ def run_embedded(
         ingest_stop.set()
         for thread in threads:
             thread.join(timeout=settings.shutdown_timeout_s)
+        worker.close()
         ingest_producer.close()
         scorer_producer.close()
         consumer.close()

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -38,6 +40,7 @@ class _RecordBytes:
     SHA-256 (of all of it)."""
 
     def __init__(self) -> None:
+        self.started = False
         self._kept = bytearray()
         self._size = 0
         self._sha256 = hashlib.sha256()
@@ -48,13 +51,12 @@ class _RecordBytes:
     def oversized(self) -> bool:
         return self._size > MAX_MESSAGE_BYTES
 
-    def add(self, piece: bytes) -> None:
+    def add(self, piece: bytes, line_end: bytes = b"") -> None:
+        """Add a piece of a line; `line_end` if the piece ends the line ("\n", "\r\n")."""
+        self.started = True
         if self._line_end:
             self._take(self._line_end)
-            self._line_end = b""
         self._take(piece)
-
-    def end_line(self, line_end: bytes) -> None:
         self._line_end = line_end
 
     def _take(self, piece: bytes) -> None:
@@ -71,48 +73,69 @@ class _RecordBytes:
         return bytes(self._kept)
 
 
-def _read_line(
-    handle: BinaryIO, record: _RecordBytes, shape: Callable[[bytes], bytes] | None = None
-) -> bytes | None:
-    """Read one line into `record`, CHUNK_BYTES at a time; None at the end of the file.
-
-    Returns the line with its ending while the record is within MAX_MESSAGE_BYTES; once it is
-    over, `shape` of the line (what a parser still needs of it), or b"" without a shape.
-    """
-    kept: list[bytes] = []
-    shaped = False
-
-    def keep(piece: bytes) -> None:
-        nonlocal kept, shaped
-        if record.oversized and not shaped:
-            kept, shaped = ([shape(p) for p in kept] if shape else []), True
-        if not shaped:
-            kept.append(piece)
-        elif shape:
-            kept.append(shape(piece))
-
-    read_any = False
-    held = b""  # a "\r" that ended a chunk: part of the line's ending if "\n" comes next
+def _line_pieces(handle: BinaryIO) -> Iterator[tuple[bytes, bytes]]:
+    """The next line as (piece, ending) pairs of at most CHUNK_BYTES, so a huge line is never
+    held whole; the ending ("\n", "\r\n") comes with the last piece, b"" before it and at the
+    end of the file. Nothing at all at the end of the file."""
+    held = b""  # a "\r" that ended a chunk: part of the ending if "\n" comes next
     while True:
         chunk = handle.readline(CHUNK_BYTES)
-        if not chunk:  # the end of the file
+        if not chunk:
             if held:
-                record.add(held)
-                keep(held)
-            break
-        read_any = True
+                yield held, b""
+            return
         chunk, held = held + chunk, b""
-        ending = b""
         if chunk.endswith(b"\n"):
             ending = b"\r\n" if chunk.endswith(b"\r\n") else b"\n"
-        elif chunk.endswith(b"\r"):
+            yield chunk[: -len(ending)], ending
+            return
+        if chunk.endswith(b"\r"):
             chunk, held = chunk[:-1], b"\r"
-        record.add(chunk[: len(chunk) - len(ending)])
-        keep(chunk)
-        if ending:
-            record.end_line(ending)
+        yield chunk, b""
+
+
+def _read_line(handle: BinaryIO, record: _RecordBytes) -> bool:
+    """Read the next line into `record`; False at the end of the file."""
+    read = False
+    for piece, ending in _line_pieces(handle):
+        read = True
+        record.add(piece, ending)
+    return read
+
+
+class _Csv(Enum):
+    """Where the csv module (excel dialect, not strict) stands inside a record."""
+
+    FIELD_START = "field start"
+    UNQUOTED = "unquoted field"
+    QUOTED = "quoted field"
+    QUOTE_IN_QUOTED = "quote in a quoted field"  # the field's end, or the first of two quotes
+    LINE_ENDS_RECORD = "line ends the record"  # a "\r" outside quotes: the record ends with the line
+
+
+_CSV_TOKEN = re.compile(rb'"+|\r|[^"\r]+')
+
+
+def _csv_after(state: _Csv, piece: bytes) -> _Csv:
+    """The csv module's state after `piece` (no line break in it), computed run by run: a run of
+    quotes acts by its parity, a run of anything else by its last character."""
+    for token in _CSV_TOKEN.findall(piece):
+        if state is _Csv.LINE_ENDS_RECORD:
             break
-    return b"".join(kept) if read_any else None
+        if token.startswith(b'"'):
+            if state is _Csv.UNQUOTED:
+                continue  # a quote inside an unquoted field is data
+            count = len(token)
+            if state in (_Csv.FIELD_START, _Csv.QUOTE_IN_QUOTED):
+                state, count = _Csv.QUOTED, count - 1  # opens the field, or is an escaped quote
+            if count % 2:
+                state = _Csv.QUOTE_IN_QUOTED if state is _Csv.QUOTED else _Csv.QUOTED
+        elif state is not _Csv.QUOTED:
+            if token == b"\r":
+                state = _Csv.LINE_ENDS_RECORD
+            else:
+                state = _Csv.FIELD_START if token.endswith(b",") else _Csv.UNQUOTED
+    return state
 
 
 class _Reader(Protocol):
@@ -129,8 +152,7 @@ class _JsonLines:
     def next_item(self) -> RawItem | None:
         while True:
             record = _RecordBytes()
-            line = _read_line(self._handle, record)
-            if line is None:
+            if not _read_line(self._handle, record):
                 return None
             self.offset = self._handle.tell()
             value = record.value()
@@ -148,23 +170,6 @@ def _json_item(line: bytes) -> RawItem:
     if not isinstance(data, dict):
         return RawItem("file", None, raw=line, error=f"expected a JSON object, got {type(data).__name__}")
     return RawItem("file", data, raw=line)
-
-
-# What decides where a CSV record ends, the rest collapsed: a run of quotes acts as one or two
-# quotes (by its parity), and a run of anything else but line breaks as its last character
-# (a comma, or one ordinary character). The csv module then finds the same record end in a
-# record over the limit without its megabytes being held.
-_CSV_RUN = re.compile(rb'"+|[^"\r\n]+')
-
-
-def _csv_shape(piece: bytes) -> bytes:
-    def collapse(run: re.Match[bytes]) -> bytes:
-        text = run.group()
-        if text.startswith(b'"'):
-            return b'"' if len(text) % 2 else b'""'
-        return b"," if text.endswith(b",") else b"x"
-
-    return _CSV_RUN.sub(collapse, piece)
 
 
 class _CsvRecords:
@@ -191,10 +196,47 @@ class _CsvRecords:
         # The csv module asks for a line only while a record is unfinished, so after it returns
         # a record the handle stands exactly at that record's end.
         while True:
-            line = _read_line(self._handle, self._record, _csv_shape)
+            line = self._line()
             if line is None:
                 return
             yield line.decode("utf-8", "surrogateescape")
+
+    def _line(self) -> bytes | None:
+        """The next line for the csv module. A record that grows over MAX_MESSAGE_BYTES is read to
+        its end here (counted and hashed, never held) and the csv module gets a stand-in line that
+        ends the record it is in."""
+        record = self._record
+        # Between two lines the csv module stands at a record's start or inside a quoted field.
+        in_quotes = record.started
+        kept: list[bytes] = []
+        ending = b""
+        pieces = _line_pieces(self._handle)
+        for piece, ending in pieces:
+            record.add(piece, ending)
+            kept.append(piece)
+            if record.oversized:
+                state = _Csv.QUOTED if in_quotes else _Csv.FIELD_START
+                for earlier in kept:
+                    state = _csv_after(state, earlier)
+                self._read_past_record(pieces, state)
+                return b'"\n' if in_quotes else b"\n"
+        return b"".join(kept) + ending if kept else None
+
+    def _read_past_record(self, line: Iterator[tuple[bytes, bytes]], state: _Csv) -> None:
+        """Read the rest of a record over the limit into self._record, following the csv
+        module's state to find where the record ends."""
+        while True:
+            for piece, ending in line:
+                self._record.add(piece, ending)
+                state = _csv_after(state, piece)
+            if state is not _Csv.QUOTED:
+                return  # this line ended the record
+            # The quoted field goes on with the next line.
+            line = _line_pieces(self._handle)
+            first = next(line, None)
+            if first is None:
+                return  # the file ended inside the quoted field, and so does the record
+            line = itertools.chain([first], line)
 
     def next_item(self) -> RawItem | None:
         while True:

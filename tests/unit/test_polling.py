@@ -23,6 +23,7 @@ from ingest.polling import (
     throttled_wait_s,
 )
 from ingest.sources import RawItem
+from tests.integration.test_connectors import FakeClock
 
 # A fixed wall-clock moment and the server's Date header for it.
 NOW = datetime(2026, 11, 2, 14, 0, 0, tzinfo=UTC)
@@ -115,19 +116,6 @@ def test_a_refusal_waits_for_the_reset_before_retry_after() -> None:
 # -- PollingSource ---------------------------------------------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 @dataclass
 class Target:
     key: str
@@ -158,9 +146,9 @@ class OneEndpoint(PollingSource[Target]):
     requests: list[httpx.Request]
 
 
-def source_with(answers: list[httpx.Response], *keys: str) -> tuple[OneEndpoint, Clock]:
+def source_with(answers: list[httpx.Response], *keys: str) -> tuple[OneEndpoint, FakeClock]:
     """A source whose API gives `answers` in turn (then 200s with no rate-limit headers)."""
-    clock = Clock()
+    clock = FakeClock()
     requests: list[httpx.Request] = []
 
     def handle(request: httpx.Request) -> httpx.Response:

@@ -56,3 +56,12 @@ def test_an_author_posting_faster_than_a_person_is_flagged() -> None:
     later = detector.flags("bot", "a calm post much later", T0 + timedelta(minutes=10))
     assert RATE not in later
     assert detector.flags(None, "https://x.example", T0) == (LINK_ONLY,)
+
+
+def test_an_item_over_the_message_limit_is_refused_before_it_is_parsed() -> None:
+    from moodwire.dead_letters import MAX_MESSAGE_BYTES
+
+    raw = b'{"id": "huge", "text": "' + b"x" * MAX_MESSAGE_BYTES + b'"}'
+    data = {"id": "huge", "source": "reddit", "text": "x" * MAX_MESSAGE_BYTES, "published_at": T0.isoformat()}
+    outcome = Normalizer(detect_language=False).normalize(RawItem("reddit", data, raw=raw))
+    assert outcome == Rejected(raw, f"item is {len(raw)} bytes, over the {MAX_MESSAGE_BYTES}-byte limit")

@@ -229,3 +229,27 @@ def test_an_idle_source_naps_at_most_a_second_at_a_time() -> None:
     before = len(clock.sleeps)
     assert source.next_batch().items == []
     assert clock.sleeps[before:] == [IDLE_SLEEP_S]
+
+
+def test_a_feed_that_refuses_backs_off_alone_for_at_least_its_retry_after() -> None:
+    from ingest.rss import RssSource
+    from moodwire.config import FeedConfig
+
+    clock = FakeClock()
+    asked: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.host)
+        if request.url.host == "busy.test":
+            return httpx.Response(429, headers={"Retry-After": "900"})
+        return httpx.Response(304)
+
+    feeds = [FeedConfig(url="http://busy.test/feed", interval_s=60), FeedConfig(url="http://calm.test/feed", interval_s=60)]
+    client = httpx.Client(transport=httpx.MockTransport(handle))
+    source = RssSource(feeds, client=client, clock=clock, sleep=clock.sleep)
+    refused_at = clock.now
+    source.next_batch()
+    assert asked == ["busy.test", "calm.test"]  # the other host is not paused
+    busy, calm = source._targets
+    assert busy.next_poll == refused_at + 900  # longer than its backoff (120 s)
+    assert calm.next_poll == refused_at + 60

@@ -141,8 +141,11 @@ class IngestWorker:
         metrics.LAST_SUCCESS.labels(STAGE).set(time.time())
         return sum(sent_by_source.values())
 
-    def _dead_letter(self, outbox: _Outbox, value: bytes | OversizedOriginal, reason: str, source: Source) -> None:
-        send_dead_letter(outbox, self._settings.dead_letter_topic, value, reason, stage=STAGE, source_ref=source.name)
+    def _dead_letter(
+        self, outbox: _Outbox, value: bytes | OversizedOriginal, reason: str, source: Source
+    ) -> None:
+        topic = self._settings.dead_letter_topic
+        send_dead_letter(outbox, topic, value, reason, stage=STAGE, source_ref=source.name)
 
     def _deliver(self, outbox: _Outbox, stop: threading.Event, source: Source) -> bool:
         """Send the batch and wait for the broker's acknowledgement, again and again with backoff
@@ -164,7 +167,7 @@ class IngestWorker:
                 )
                 self._settle()
             if stop.wait(delay):
-                log.warning("stopping with a batch from %s unacknowledged; it is read again on restart", source.name)
+                log.warning("stopping with a batch of %s unacknowledged; a restart reads it again", source.name)
                 return False
 
     def _settle(self) -> None:

@@ -30,10 +30,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
+from moodwire.connector_settings import BlueskySettings
 from moodwire.schema import format_timestamp, parse_timestamp
 
-from moodwire.connector_settings import BlueskySettings
-from ingest.sources import IDLE_SLEEP_S, RawItem, SourceBatch
+from ingest.polling import IDLE_SLEEP_S, RECONNECT_BACKOFF, retry_after_s
+from ingest.sources import RawItem, SourceBatch
 
 try:
     from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -51,7 +52,6 @@ log = logging.getLogger(__name__)
 SOURCE = "bluesky"
 POST_COLLECTION = "app.bsky.feed.post"
 SEEN_IDS = 5_000
-MAX_BACKOFF_S = 300.0
 # A post's createdAt is set by the author's client; beyond this from the relay's time, trust the relay.
 MAX_CLOCK_SKEW = timedelta(days=1)
 # "$" + a ticker-like word; "$5" or "$100k" are prices, not cashtags.
@@ -163,9 +163,9 @@ class BlueskySource:
                 self._connect(url, open_timeout=self._settings.open_timeout_s, max_size=2**21)
             )
         except InvalidStatus as exc:
-            retry_after = exc.response.headers.get("Retry-After", "").strip()
-            wait = float(retry_after) if retry_after.isdigit() else self._backoff()
-            self._pause(wait, f"handshake refused with HTTP {exc.response.status_code}")
+            wait = retry_after_s(exc.response.headers, time.time())
+            why = f"handshake refused with HTTP {exc.response.status_code}"
+            self._pause(self._backoff() if wait is None else wait, why)
             return False
         except (InvalidHandshake, OSError, TimeoutError) as exc:
             self._pause(self._backoff(), f"cannot connect: {exc}")
@@ -193,7 +193,7 @@ class BlueskySource:
 
     def _backoff(self) -> float:
         self._failures += 1
-        return min(MAX_BACKOFF_S, 2.0 ** min(self._failures, 8))
+        return RECONNECT_BACKOFF.delay(self._failures)
 
     # -- events --------------------------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 Two questions, two classes:
 - ExactDeduper: was this very post (same id: a redelivery or a replayed file) or this very text
-  (same words after normalisation: a repost, a cross-post) seen recently? Bounded LRU memory.
+  (same words after normalisation: a repost, a cross-post) seen recently? Bounded LRU memory. It
+  also tells an id seen again with another text (an edit, or two items sharing an id) from a plain
+  redelivery, so that copy can be kept as a dead letter rather than dropped without a trace.
 - NearDuplicateIndex: which story does this text belong to? The same wire story rewritten by
   twenty outlets shares most of its word pairs (2-shingles); MinHash LSH (datasketch) finds the earlier
   posts that do, within a time window, and the post joins their cluster. A cluster's id is the
@@ -25,7 +27,8 @@ from typing import Generic, Hashable, TypeVar
 
 from datasketch import MinHash, MinHashLSH
 
-_URL = re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE)
+from moodwire.schema import URL_RE
+
 _MAX_CANDIDATES = 100
 _TOKEN = re.compile(r"[^\W_]+(?:['’.][^\W_]+)*")
 
@@ -36,9 +39,9 @@ def normalize_text(text: str) -> str:
     Links go because outlets and reposts add their own (and tracking parameters); a post that is
     nothing but links keeps them, or every link-only post would look like every other."""
     folded = unicodedata.normalize("NFKC", text).casefold()
-    words = _TOKEN.findall(_URL.sub(" ", folded))
+    words = _TOKEN.findall(URL_RE.sub(" ", folded))
     if not words:
-        return " ".join(_URL.findall(folded))
+        return " ".join(URL_RE.findall(folded))
     return " ".join(words)
 
 
@@ -49,52 +52,69 @@ def _text_key(text: str) -> bytes | None:
     return hashlib.blake2b(normalized.encode("utf-8"), digest_size=16).digest()
 
 
+def _fingerprint(text: str) -> bytes:
+    """The exact text, hashed: any difference at all (an edited word, a comma) tells two apart."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
 class Duplicate(StrEnum):
     NEW = "new"
-    SAME_ID = "same_id"      # this post again: drop it, it is already counted
+    SAME_ID = "same_id"  # this post again: drop it, it is already counted
+    # An id already sent, with another text: dropped too (the id is counted once), but the copy
+    # is kept as a dead letter so nothing disappears without a trace.
+    SAME_ID_DIFFERENT_TEXT = "same_id_different_text"
     SAME_TEXT = "same_text"  # another post with identical words: a repost
 
 
 K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 
-class _LRUSet(Generic[K]):
-    """A set that forgets its least recently seen key beyond max_items."""
+class _LRUMap(Generic[K, V]):
+    """A mapping that forgets its least recently seen key beyond max_items."""
 
     def __init__(self, max_items: int) -> None:
         self.max_items = max_items
-        self._items: OrderedDict[K, None] = OrderedDict()
+        self._items: OrderedDict[K, V] = OrderedDict()
 
-    def seen(self, key: K) -> bool:
-        """Whether key was present; either way it is now the most recent."""
-        present = key in self._items
-        if present:
+    def remember(self, key: K, value: V) -> V | None:
+        """The value already stored under key (kept, and now the most recent), or None after
+        storing `value`."""
+        if key in self._items:
             self._items.move_to_end(key)
-        else:
-            self._items[key] = None
-            if len(self._items) > self.max_items:
-                self._items.popitem(last=False)
-        return present
+            return self._items[key]
+        self._items[key] = value
+        if len(self._items) > self.max_items:
+            self._items.popitem(last=False)
+        return None
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
 
     def __len__(self) -> int:
         return len(self._items)
 
 
 class ExactDeduper:
-    """Remembers the last max_items post ids and the last max_items normalised texts."""
+    """Remembers the last max_items post ids (each with its text's fingerprint) and the last
+    max_items normalised texts."""
 
     def __init__(self, max_items: int = 100_000) -> None:
         if max_items < 1:
             raise ValueError("max_items must be at least 1")
-        self._ids: _LRUSet[str] = _LRUSet(max_items)
-        self._texts: _LRUSet[bytes] = _LRUSet(max_items)
+        self._ids: _LRUMap[str, bytes] = _LRUMap(max_items)
+        self._texts: _LRUMap[bytes, None] = _LRUMap(max_items)
 
     def check(self, post_id: str, text: str) -> Duplicate:
-        """Classify the post and remember it."""
+        """Classify the post and remember it. An id keeps the text it was first seen with."""
         key = _text_key(text)
-        text_seen = key is not None and self._texts.seen(key)
-        if self._ids.seen(post_id):
-            return Duplicate.SAME_ID
+        text_seen = key is not None and key in self._texts
+        if key is not None:
+            self._texts.remember(key, None)
+        fingerprint = _fingerprint(text)
+        first_seen_as = self._ids.remember(post_id, fingerprint)
+        if first_seen_as is not None:
+            return Duplicate.SAME_ID if first_seen_as == fingerprint else Duplicate.SAME_ID_DIFFERENT_TEXT
         return Duplicate.SAME_TEXT if text_seen else Duplicate.NEW
 
     def __len__(self) -> int:

@@ -25,6 +25,8 @@ import threading
 
 from lingua import Language, LanguageDetector, LanguageDetectorBuilder
 
+from moodwire.schema import URL_RE
+
 UNDETERMINED = "und"
 
 LANGUAGES: tuple[Language, ...] = (
@@ -40,9 +42,10 @@ _UNSURE_BELOW = 0.5
 _ENGLISH_SHARE = 0.5
 
 _NOISE = re.compile(
-    r"https?://\S+|www\.\S+"            # links
-    r"|[$#@][\w.\-]+"                   # cashtags, hashtags, mentions
-    r"|\d+(?:[.,:/]\d+)*[%kKmMbB]?",    # numbers, prices, times
+    URL_RE.pattern                       # links
+    + r"|[$#@][\w.\-]+"                 # cashtags, hashtags, mentions
+    + r"|\d+(?:[.,:/]\d+)*[%kKmMbB]?",  # numbers, prices, times
+    re.IGNORECASE,
 )
 _WORD = re.compile(r"[^\W\d_]{2,}")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")

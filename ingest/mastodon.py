@@ -36,26 +36,22 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from moodwire.schema import parse_timestamp
-
 from moodwire.connector_settings import MastodonSettings
-from ingest.sources import RawItem, SourceBatch, idle_wait, poll_due
+
+from ingest.polling import RECONNECT_BACKOFF, USER_AGENT, PollingSource, ResetFormat
+from ingest.sources import RawItem, SourceBatch, digest_key, dump_json
 
 log = logging.getLogger(__name__)
 
 SOURCE = "mastodon"
 # Covers what the stream can deliver between two REST polls on a busy federated timeline.
 SEEN_PER_TIMELINE = 10_000
-MAX_BACKOFF_S = 3_600.0
 STREAM_QUEUE_SIZE = 10_000
-USER_AGENT = "moodwire/0.1 (+https://github.com/moodwire/moodwire)"
 
 
 @dataclass
@@ -65,6 +61,7 @@ class _Timeline:
     rest_params: dict[str, str]
     stream_path: str
     stream_params: dict[str, str]
+    interval_s: float
     min_id: str | None = None
     seen: dict[str, None] = field(default_factory=dict)
     next_poll: float = 0.0
@@ -72,8 +69,11 @@ class _Timeline:
 
 
 def timelines_for(settings: MastodonSettings) -> list[_Timeline]:
+    every = settings.interval_s
     timelines = [
-        _Timeline(f"tag:{tag}", f"/api/v1/timelines/tag/{tag}", {}, "/api/v1/streaming/hashtag", {"tag": tag})
+        _Timeline(
+            f"tag:{tag}", f"/api/v1/timelines/tag/{tag}", {}, "/api/v1/streaming/hashtag", {"tag": tag}, every
+        )
         for tag in settings.hashtags
     ]
     if settings.public:
@@ -85,17 +85,19 @@ def timelines_for(settings: MastodonSettings) -> list[_Timeline]:
                     {"local": "true"},
                     "/api/v1/streaming/public/local",
                     {},
+                    every,
                 )
             )
         else:
             timelines.append(
-                _Timeline("public", "/api/v1/timelines/public", {}, "/api/v1/streaming/public", {})
+                _Timeline("public", "/api/v1/timelines/public", {}, "/api/v1/streaming/public", {}, every)
             )
     return timelines
 
 
-class MastodonSource:
+class MastodonSource(PollingSource[_Timeline]):
     name = SOURCE
+    reset_format = ResetFormat.TIMESTAMP
 
     def __init__(
         self,
@@ -106,21 +108,21 @@ class MastodonSource:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._settings = settings
-        self._headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if settings.access_token is not None:
-            self._headers["Authorization"] = f"Bearer {settings.access_token.get_secret_value()}"
-        self._client = client or httpx.Client(timeout=settings.timeout_s, headers=self._headers)
-        self._clock = clock
-        self._sleep = sleep
-        self._not_before = 0.0
-        self._host = urlsplit(settings.base_url).hostname or settings.base_url
+            headers["Authorization"] = f"Bearer {settings.access_token.get_secret_value()}"
         saved = (state or {}).get("timelines", {})
-        self._timelines = timelines_for(settings)
-        for timeline in self._timelines:
+        timelines = timelines_for(settings)
+        for timeline in timelines:
             previous = saved.get(timeline.key, {})
             timeline.min_id = previous.get("min_id")
             timeline.seen = dict.fromkeys(previous.get("seen", []))
+        super().__init__(
+            timelines, client or httpx.Client(timeout=settings.timeout_s, headers=headers), clock=clock, sleep=sleep
+        )
+        self._settings = settings
+        self._headers = headers
+        self._host = urlsplit(settings.base_url).hostname or settings.base_url
         self._stream_queue: queue.Queue[tuple[str, str]] = queue.Queue(maxsize=STREAM_QUEUE_SIZE)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -128,18 +130,17 @@ class MastodonSource:
     def checkpoint(self) -> dict[str, Any]:
         return {
             "timelines": {
-                t.key: {"min_id": t.min_id, "seen": list(t.seen)[-SEEN_PER_TIMELINE:]}
-                for t in self._timelines
+                t.key: {"min_id": t.min_id, "seen": list(t.seen)[-SEEN_PER_TIMELINE:]} for t in self._targets
             }
         }
 
     def next_batch(self) -> SourceBatch:
         if self._settings.streaming and not self._threads:
             self._start_streams()
-        items = poll_due(self._timelines, self.poll, self._clock, lambda: self._not_before)
+        items = self.poll_due()
         items.extend(self._drain_stream())
         if not items:
-            wait = idle_wait(self._timelines, self._clock, self._not_before)
+            wait = self.idle_wait()
             if self._threads:
                 # Wake as soon as the stream has something rather than after the full nap.
                 try:
@@ -151,14 +152,11 @@ class MastodonSource:
                 self._sleep(wait)
         return SourceBatch(items, self.checkpoint())
 
-    def commit(self, checkpoint: dict[str, Any]) -> None:
-        pass
-
     def close(self) -> None:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=5.0)
-        self._client.close()
+        super().close()
 
     # -- REST ----------------------------------------------------------------------------------
 
@@ -172,7 +170,7 @@ class MastodonSource:
         first_run = timeline.min_id is None
         caught_up = False
         for _ in range(self._settings.max_pages):
-            if self._clock() < self._not_before:
+            if self.paused:
                 return items
             statuses, response = self._get_page(timeline, url, params)
             if statuses is None or response is None:
@@ -187,9 +185,8 @@ class MastodonSource:
                 caught_up = True
                 break
             url, params = prev_url, None
-        timeline.failures = 0
         # Still behind after max_pages: go on at the next batch rather than after a full interval.
-        timeline.next_poll = self._clock() + (self._settings.interval_s if caught_up else 0.0)
+        self.succeeded(timeline, None if caught_up else 0.0)
         return items
 
     def _get_page(
@@ -198,22 +195,20 @@ class MastodonSource:
         try:
             response = self._client.get(url, params=params, headers=self._headers)
         except httpx.HTTPError as exc:
-            self._fail(timeline, f"request failed: {exc}")
+            self.fail(timeline, f"request failed: {exc}")
             return None, None
-        self._note_rate_limit(response)
-        if response.status_code == 429:
-            self._pause(self._reset_wait(response) or self._backoff(timeline), "HTTP 429")
+        if not self.answered(timeline, response):
             return None, None
         if response.status_code != 200:
-            self._fail(timeline, f"HTTP {response.status_code}")
+            self.fail(timeline, f"HTTP {response.status_code}")
             return None, None
         try:
             statuses = response.json()
         except ValueError:
-            self._fail(timeline, "answer is not JSON")
+            self.fail(timeline, "answer is not JSON")
             return None, None
         if not isinstance(statuses, list):
-            self._fail(timeline, "answer is not a list of statuses")
+            self.fail(timeline, "answer is not a list of statuses")
             return None, None
         return statuses, response
 
@@ -221,7 +216,7 @@ class MastodonSource:
         """New statuses of one page, oldest first, remembered as seen."""
         items = []
         for status in sorted(statuses, key=lambda s: _id_key(_status_id(s) or "")):
-            key = _status_id(status) or "raw:" + hashlib.sha1(_dump(status)).hexdigest()[:20]
+            key = _status_id(status) or digest_key(status)
             if key in timeline.seen:
                 continue
             timeline.seen[key] = None
@@ -233,7 +228,7 @@ class MastodonSource:
     # -- streaming -----------------------------------------------------------------------------
 
     def _start_streams(self) -> None:
-        for timeline in self._timelines:
+        for timeline in self._targets:
             thread = threading.Thread(
                 target=self._stream_loop,
                 args=(timeline,),
@@ -269,8 +264,7 @@ class MastodonSource:
                 except httpx.HTTPError as exc:
                     failures += 1
                     log.warning("mastodon stream %s: %s", timeline.key, exc)
-                delay = min(60.0, 2.0 ** min(failures, 6))
-                self._stop.wait(delay)
+                self._stop.wait(RECONNECT_BACKOFF.delay(failures))
 
     def _read_events(self, timeline: _Timeline, response: httpx.Response) -> None:
         event: str | None = None
@@ -299,7 +293,7 @@ class MastodonSource:
             items.extend(self._stream_item(key, data))
 
     def _stream_item(self, key: str, data: str) -> list[RawItem]:
-        timeline = next(t for t in self._timelines if t.key == key)
+        timeline = next(t for t in self._targets if t.key == key)
         try:
             status = json.loads(data)
         except ValueError as exc:
@@ -313,55 +307,12 @@ class MastodonSource:
             ]
         return self._take(timeline, [status])
 
-    # -- pacing --------------------------------------------------------------------------------
-
-    def _note_rate_limit(self, response: httpx.Response) -> None:
-        remaining = response.headers.get("X-RateLimit-Remaining")
-        if remaining is not None and remaining.strip().isdigit() and int(remaining) < 1:
-            wait = self._reset_wait(response)
-            if wait is not None:
-                self._pause(wait, "rate limit used up")
-
-    @staticmethod
-    def _reset_wait(response: httpx.Response) -> float | None:
-        """Seconds until X-RateLimit-Reset, measured against the server's own Date header."""
-        reset = response.headers.get("X-RateLimit-Reset")
-        if reset:
-            try:
-                at = parse_timestamp(reset)
-            except ValueError:
-                at = None
-            if at is not None:
-                now = datetime.now(UTC)
-                date = response.headers.get("Date")
-                if date:
-                    try:
-                        now = parsedate_to_datetime(date).astimezone(UTC)
-                    except (TypeError, ValueError):
-                        pass
-                return max(0.0, (at - now).total_seconds())
-        retry_after = response.headers.get("Retry-After", "")
-        return float(retry_after) if retry_after.strip().isdigit() else None
-
-    def _pause(self, seconds: float, why: str) -> None:
-        self._not_before = max(self._not_before, self._clock() + seconds)
-        log.warning("mastodon: %s; pausing %.0f s", why, seconds)
-
-    def _backoff(self, timeline: _Timeline) -> float:
-        timeline.failures += 1
-        return min(MAX_BACKOFF_S, self._settings.interval_s * 2 ** min(timeline.failures, 6))
-
-    def _fail(self, timeline: _Timeline, why: str) -> None:
-        delay = self._backoff(timeline)
-        timeline.next_poll = self._clock() + delay
-        log.warning("mastodon %s: %s; next try in %.0f s", timeline.key, why, delay)
-
 
 # -- mapping ---------------------------------------------------------------------------------
 
 
 def status_to_item(status: Any, host: str) -> RawItem:
-    raw = _dump(status)
+    raw = dump_json(status)
     if not isinstance(status, dict):
         return RawItem(SOURCE, None, raw=raw, error="mastodon: status is not a JSON object")
     # A boost carries the boosted status; its own content is empty.
@@ -417,9 +368,3 @@ def _min_id_of(url: str | None) -> str | None:
     except (httpx.InvalidURL, ValueError):
         return None
 
-
-def _dump(value: Any) -> bytes:
-    try:
-        return json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
-    except (TypeError, ValueError):
-        return repr(value).encode("utf-8", "replace")

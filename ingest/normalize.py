@@ -10,11 +10,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from moodwire.schema import DEFAULT_TEXT_MAX_CHARS, InvalidPost, Post, format_timestamp, validate_post
+from moodwire.dead_letters import OversizedOriginal
+from moodwire.schema import (
+    DEFAULT_TEXT_MAX_CHARS,
+    MAX_SYMBOLS,
+    InvalidPost,
+    Post,
+    format_timestamp,
+    validate_post,
+)
 
 from ingest.dedupe import Duplicate as DuplicateKind
 from ingest.dedupe import ExactDeduper, NearDuplicateIndex
-from ingest.sources import RawItem
+from ingest.sources import RawItem, dump_json, too_large
 from ingest.spam import SpamDetector
 from ingest.tickers import SymbolLinker, SymbolTable
 
@@ -28,12 +36,18 @@ class Accepted:
 class Duplicate:
     post_id: str
     why: str
+    # The dropped copy, when it differs from the post already sent under its id: it goes to the
+    # dead-letter topic (with DIFFERENT_TEXT_REASON) so nothing disappears without a trace.
+    dropped: bytes | OversizedOriginal | None = None
 
 
 @dataclass(frozen=True)
 class Rejected:
-    raw: bytes
+    raw: bytes | OversizedOriginal
     reason: str
+
+
+DIFFERENT_TEXT_REASON = "duplicate id, different text"
 
 
 Outcome = Accepted | Duplicate | Rejected
@@ -62,9 +76,13 @@ class Normalizer:
             self._detect = detect
 
     def normalize(self, item: RawItem, received_at: datetime | None = None) -> Outcome:
-        raw = item.raw or b""
+        raw = item.raw
         if item.error is not None or item.data is None:
             return Rejected(raw, item.error or "empty item")
+        # The bus carries nothing larger; the text inside would be capped anyway.
+        oversized = too_large("item", raw)
+        if oversized is not None:
+            return Rejected(raw, oversized)
         data: dict[str, Any] = dict(item.data)
         data.setdefault("source", item.source)
         if data.get("published_at") in (None, ""):
@@ -73,7 +91,7 @@ class Normalizer:
         try:
             post = validate_post(data, self._max_chars)
         except InvalidPost as exc:
-            return Rejected(raw or _to_bytes(item.data), exc.reason)
+            return Rejected(raw or dump_json(item.data), exc.reason)
         symbols = list(post.symbols)
         for symbol in self._linker.link(post.text):
             if symbol not in symbols:
@@ -84,7 +102,9 @@ class Normalizer:
         verdict = self._deduper.check(post.id, post.text)
         if verdict is DuplicateKind.SAME_ID:
             return Duplicate(post.id, verdict.value)
-        updates: dict[str, Any] = {"symbols": tuple(symbols[:20])}
+        if verdict is DuplicateKind.SAME_ID_DIFFERENT_TEXT:
+            return Duplicate(post.id, verdict.value, dropped=raw or dump_json(item.data))
+        updates: dict[str, Any] = {"symbols": tuple(symbols[:MAX_SYMBOLS])}
         flags = self._spam.flags(post.author and f"{post.source}:{post.author}", post.text, post.published_at)
         if flags:
             updates["flags"] = tuple(dict.fromkeys((*post.flags, *flags)))
@@ -95,11 +115,3 @@ class Normalizer:
             updates["lang"] = self._detect(post.text)
         return Accepted(post.model_copy(update=updates))
 
-
-def _to_bytes(data: Any) -> bytes:
-    import json
-
-    try:
-        return json.dumps(data, ensure_ascii=False, default=str).encode("utf-8")
-    except (TypeError, ValueError):
-        return repr(data).encode("utf-8", "replace")

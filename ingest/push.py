@@ -13,6 +13,7 @@ the Post format of the README (`id` and `text` required; `source` defaults to "p
 - 422 the same body when nothing in it was acceptable;
 - 400 a body that is not UTF-8 or not JSON at all, 401 without the right token, 411 without a
   Content-Length, 413 over `max_body_bytes` or `max_items_per_request`;
+- a post over MAX_MESSAGE_BYTES (the bus's message limit) is rejected like any invalid post;
 - 503 with Retry-After when the queue is full or the bus did not confirm in `ack_timeout_s`;
   resending is safe because posts are deduplicated by id.
 
@@ -32,16 +33,16 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from moodwire.connector_settings import PushSettings
 from moodwire.schema import InvalidPost, format_timestamp, validate_post
 
-from moodwire.connector_settings import PushSettings
-from ingest.sources import RawItem, SourceBatch
+from ingest.polling import IDLE_SLEEP_S
+from ingest.sources import RawItem, SourceBatch, dump_json, too_large
 
 log = logging.getLogger(__name__)
 
 SOURCE = "push"
 PATH = "/v1/posts"
-IDLE_WAIT_S = 1.0
 BATCH_MAX = 1_000
 
 
@@ -75,7 +76,7 @@ class PushSource:
     def next_batch(self) -> SourceBatch:
         with self._changed:
             if not self._queue:
-                self._changed.wait(IDLE_WAIT_S)
+                self._changed.wait(IDLE_SLEEP_S)
             taken = [self._queue.popleft() for _ in range(min(BATCH_MAX, len(self._queue)))]
         if not taken:
             return SourceBatch([], None)
@@ -90,6 +91,7 @@ class PushSource:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        self._thread.join(timeout=5.0)
 
     # -- the queue -----------------------------------------------------------------------------
 
@@ -208,7 +210,7 @@ def parse_body(body: bytes) -> list[tuple[bytes, Any | ValueError]]:
         if isinstance(whole, dict):
             return [(body, whole)]
         if isinstance(whole, list):
-            return [(_dump(value), value) for value in whole]
+            return [(dump_json(value), value) for value in whole]
         raise ValueError("expected a JSON object, an array of objects, or JSON lines")
     # Not one JSON document: JSON lines, each judged on its own.
     values: list[tuple[bytes, Any | ValueError]] = []
@@ -232,28 +234,32 @@ def check_items(
     rejected: list[dict[str, Any]] = []
     for index, (raw, value) in enumerate(values):
         post_id = value.get("id") if isinstance(value, dict) and isinstance(value.get("id"), str) else None
-        reason: str | None = None
-        if isinstance(value, ValueError):
-            reason = str(value)
-        elif not isinstance(value, dict):
-            reason = f"expected a JSON object, got {type(value).__name__}"
+        checked = too_large("post", raw) or _checked(value, received_at)
+        if isinstance(checked, dict):
+            accepted.append(RawItem(SOURCE, checked, raw=raw))
         else:
-            data = dict(value)
-            data.setdefault("source", SOURCE)
-            # The same check the normalizer makes, so the client hears now what would fail later.
-            probe = dict(data)
-            if not probe.get("published_at"):
-                probe["published_at"] = format_timestamp(received_at)
-            try:
-                validate_post(probe)
-            except InvalidPost as exc:
-                reason = exc.reason
-            else:
-                accepted.append(RawItem(SOURCE, data, raw=raw))
-        if reason is not None:
-            rejected.append({"index": index, "id": post_id, "reason": reason})
-            errors.append(RawItem(SOURCE, None, raw=raw, error=f"push: {reason}"))
+            rejected.append({"index": index, "id": post_id, "reason": checked})
+            errors.append(RawItem(SOURCE, None, raw=raw, error=f"push: {checked}"))
     return accepted, errors, rejected
+
+
+def _checked(value: Any | ValueError, received_at: datetime) -> dict[str, Any] | str:
+    """The post to queue, or why it is refused."""
+    if isinstance(value, ValueError):
+        return str(value)
+    if not isinstance(value, dict):
+        return f"expected a JSON object, got {type(value).__name__}"
+    data = dict(value)
+    data.setdefault("source", SOURCE)
+    # The same check the normalizer makes, so the client hears now what would fail later.
+    probe = dict(data)
+    if not probe.get("published_at"):
+        probe["published_at"] = format_timestamp(received_at)
+    try:
+        validate_post(probe)
+    except InvalidPost as exc:
+        return exc.reason
+    return data
 
 
 def _reply(
@@ -277,9 +283,3 @@ def _reply(
     request.end_headers()
     request.wfile.write(body)
 
-
-def _dump(value: Any) -> bytes:
-    try:
-        return json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
-    except (TypeError, ValueError):
-        return repr(value).encode("utf-8", "replace")

@@ -27,8 +27,6 @@ fullnames already emitted, saved only after the bus acknowledged them.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -38,18 +36,17 @@ from typing import Any
 
 import httpx
 
+from moodwire.connector_settings import RedditSettings
 from moodwire.schema import format_timestamp
 
-from moodwire.connector_settings import RedditSettings
-from ingest.sources import RawItem, SourceBatch, idle_wait, poll_due
+from ingest.polling import MAX_POLL_BACKOFF_S, Backoff, PollingSource, ResetFormat
+from ingest.sources import RawItem, digest_key, dump_json
 
 log = logging.getLogger(__name__)
 
 SOURCE = "reddit"
 # Far more than one poll can page through (10 pages x 100), so a restart never re-emits.
 SEEN_PER_LISTING = 3_000
-# Longest the ingest loop is held when nothing is due: other sources share its thread.
-MAX_BACKOFF_S = 3_600.0
 # Text of posts and comments whose content is gone: nothing to score.
 _GONE = {"[deleted]", "[removed]"}
 
@@ -58,6 +55,7 @@ _GONE = {"[deleted]", "[removed]"}
 class _Listing:
     subreddit: str
     kind: str  # "new" | "comments"
+    interval_s: float
     newest: str | None = None
     newest_created: float | None = None
     seen: dict[str, None] = field(default_factory=dict)
@@ -69,8 +67,9 @@ class _Listing:
         return f"r/{self.subreddit}/{self.kind}"
 
 
-class RedditSource:
+class RedditSource(PollingSource[_Listing]):
     name = SOURCE
+    reset_format = ResetFormat.SECONDS
 
     def __init__(
         self,
@@ -81,25 +80,22 @@ class RedditSource:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._settings = settings
-        self._client = client or httpx.Client(timeout=settings.timeout_s)
-        self._clock = clock
-        self._sleep = sleep
-        self._token: str | None = None
-        self._token_expires = 0.0
-        self._auth_failures = 0
-        # Rate limits are per OAuth client, so one gate covers every listing.
-        self._not_before = 0.0
         saved = (state or {}).get("listings", {})
-        self._listings: list[_Listing] = []
+        listings: list[_Listing] = []
         for subreddit in settings.subreddits:
             for kind in settings.listings:
-                listing = _Listing(subreddit, kind)
+                listing = _Listing(subreddit, kind, settings.interval_s)
                 previous = saved.get(listing.key, {})
                 listing.newest = previous.get("newest")
                 listing.newest_created = previous.get("newest_created")
                 listing.seen = dict.fromkeys(previous.get("seen", []))
-                self._listings.append(listing)
+                listings.append(listing)
+        # Rate limits are per OAuth client, so the source-wide pause covers every listing.
+        super().__init__(listings, client or httpx.Client(timeout=settings.timeout_s), clock=clock, sleep=sleep)
+        self._settings = settings
+        self._token: str | None = None
+        self._token_expires = 0.0
+        self._auth_failures = 0
 
     def checkpoint(self) -> dict[str, Any]:
         return {
@@ -109,21 +105,9 @@ class RedditSource:
                     "newest_created": listing.newest_created,
                     "seen": list(listing.seen)[-SEEN_PER_LISTING:],
                 }
-                for listing in self._listings
+                for listing in self._targets
             }
         }
-
-    def next_batch(self) -> SourceBatch:
-        items = poll_due(self._listings, self.poll, self._clock, lambda: self._not_before)
-        if not items:
-            self._sleep(idle_wait(self._listings, self._clock, self._not_before))
-        return SourceBatch(items, self.checkpoint())
-
-    def commit(self, checkpoint: dict[str, Any]) -> None:
-        pass
-
-    def close(self) -> None:
-        self._client.close()
 
     # -- one listing ---------------------------------------------------------------------------
 
@@ -144,7 +128,7 @@ class RedditSource:
                 return []
             children = listing_data.get("children")
             if not isinstance(children, list):
-                self._fail(listing, "listing without children")
+                self.fail(listing, "listing without children")
                 return []
             met_known = False
             for child in children:
@@ -172,8 +156,7 @@ class RedditSource:
                     listing.key,
                     pages,
                 )
-        listing.failures = 0
-        listing.next_poll = self._clock() + self._settings.interval_s
+        self.succeeded(listing)
         items: list[RawItem] = []
         # Listings are newest first; the bus gets publication order.
         for child in reversed(fresh):
@@ -192,10 +175,10 @@ class RedditSource:
         return items
 
     def _get_listing(self, listing: _Listing, after: str | None) -> dict[str, Any] | None:
-        if self._clock() < self._not_before:
+        if self.paused:
             # The last page used up the window: stop here and redo this poll after the reset.
             return None
-        token = self._bearer()
+        token = self._bearer(listing)
         if token is None:
             return None
         params: dict[str, str | int] = {"limit": self._settings.page_limit, "raw_json": 1}
@@ -209,20 +192,18 @@ class RedditSource:
                 headers={"Authorization": f"bearer {token}", "User-Agent": self._settings.user_agent},
             )
         except httpx.HTTPError as exc:
-            self._fail(listing, f"request failed: {exc}")
+            self.fail(listing, f"request failed: {exc}")
             return None
-        self._note_rate_limit(response)
-        if response.status_code == 429:
-            self._rate_limited(response)
+        if not self.answered(listing, response):
             return None
         if response.status_code == 401:
             # Expired or revoked before its time: fetch a new token on the next try.
             self._token = None
-            self._fail(listing, "HTTP 401 (token refused)")
+            self.fail(listing, "HTTP 401 (token refused)")
             return None
         if response.status_code != 200:
             # 403/404: a private, quarantined or banned subreddit; 5xx: Reddit is struggling.
-            self._fail(listing, f"HTTP {response.status_code}")
+            self.fail(listing, f"HTTP {response.status_code}")
             return None
         try:
             body = response.json()
@@ -230,13 +211,13 @@ class RedditSource:
             if not isinstance(data, dict):
                 raise TypeError("data is not an object")
         except (ValueError, KeyError, TypeError) as exc:
-            self._fail(listing, f"not a listing: {exc}")
+            self.fail(listing, f"not a listing: {exc}")
             return None
         return data
 
-    # -- auth and pacing -----------------------------------------------------------------------
+    # -- auth ----------------------------------------------------------------------------------
 
-    def _bearer(self) -> str | None:
+    def _bearer(self, listing: _Listing) -> str | None:
         if self._token is not None and self._clock() < self._token_expires:
             return self._token
         settings = self._settings
@@ -255,21 +236,20 @@ class RedditSource:
                 headers={"User-Agent": settings.user_agent},
             )
         except httpx.HTTPError as exc:
-            self._pause(self._backoff(), f"token request failed: {exc}")
+            self.pause(self._token_backoff(), f"token request failed: {exc}")
             return None
-        if response.status_code == 429:
-            self._rate_limited(response)
+        if not self.answered(listing, response):
             return None
         if response.status_code in (400, 401, 403):
             self._refused(f"HTTP {response.status_code}")
             return None
         if response.status_code != 200:
-            self._pause(self._backoff(), f"token endpoint answered HTTP {response.status_code}")
+            self.pause(self._token_backoff(), f"token endpoint answered HTTP {response.status_code}")
             return None
         try:
             body = response.json()
         except ValueError:
-            self._pause(self._backoff(), "token endpoint answered something that is not JSON")
+            self.pause(self._token_backoff(), "token endpoint answered something that is not JSON")
             return None
         if not isinstance(body, dict) or "error" in body or not body.get("access_token"):
             self._refused(
@@ -287,33 +267,12 @@ class RedditSource:
         # Wrong credentials do not fix themselves quickly, but stopping the whole ingest service
         # for one connector would be worse: say so loudly and try again much later.
         log.error("reddit: the token endpoint refused the app credentials (%s); check [reddit] settings", why)
-        self._pause(MAX_BACKOFF_S, "credentials refused")
+        self.pause(MAX_POLL_BACKOFF_S, "credentials refused")
 
-    def _note_rate_limit(self, response: httpx.Response) -> None:
-        remaining = _float(response.headers.get("X-Ratelimit-Remaining"))
-        reset = _float(response.headers.get("X-Ratelimit-Reset"))
-        if remaining is not None and reset is not None and remaining < 1.0:
-            self._pause(reset, f"rate limit used up ({response.headers.get('X-Ratelimit-Used')} requests)")
-
-    def _rate_limited(self, response: httpx.Response) -> None:
-        wait = _float(response.headers.get("X-Ratelimit-Reset"))
-        if wait is None:
-            wait = _float(response.headers.get("Retry-After"))
-        self._pause(wait if wait is not None else self._backoff(), "HTTP 429")
-
-    def _pause(self, seconds: float, why: str) -> None:
-        self._not_before = max(self._not_before, self._clock() + seconds)
-        log.warning("reddit: %s; pausing %.0f s", why, seconds)
-
-    def _backoff(self) -> float:
+    def _token_backoff(self) -> float:
+        # The token is the app's, not a listing's: its failures pause the whole source.
         self._auth_failures += 1
-        return min(MAX_BACKOFF_S, self._settings.interval_s * 2 ** min(self._auth_failures, 6))
-
-    def _fail(self, listing: _Listing, why: str) -> None:
-        listing.failures += 1
-        delay = min(MAX_BACKOFF_S, self._settings.interval_s * 2 ** min(listing.failures, 6))
-        listing.next_poll = self._clock() + delay
-        log.warning("reddit %s: %s; next try in %.0f s", listing.key, why, delay)
+        return Backoff(self._settings.interval_s, MAX_POLL_BACKOFF_S).delay(self._auth_failures)
 
 
 # -- mapping ---------------------------------------------------------------------------------
@@ -325,7 +284,7 @@ def _child_key(child: Any) -> str:
         name = child["data"].get("name")
         if isinstance(name, str) and name:
             return name
-    return "raw:" + hashlib.sha1(_dump(child)).hexdigest()[:20]
+    return digest_key(child)
 
 
 def _created(child: Any) -> float | None:
@@ -336,7 +295,7 @@ def _created(child: Any) -> float | None:
 
 def child_to_item(child: Any) -> RawItem | None:
     """One listing child -> a RawItem; None for posts whose content is gone."""
-    raw = _dump(child)
+    raw = dump_json(child)
     if (
         not isinstance(child, dict)
         or child.get("kind") not in ("t1", "t3")
@@ -387,9 +346,3 @@ def _float(value: Any) -> float | None:
         return None
     return number if number == number else None  # NaN is no number
 
-
-def _dump(value: Any) -> bytes:
-    try:
-        return json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
-    except (TypeError, ValueError):
-        return repr(value).encode("utf-8", "replace")

@@ -9,10 +9,9 @@ from __future__ import annotations
 import calendar
 import hashlib
 import io
-import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,22 +21,29 @@ import httpx
 from moodwire.config import FeedConfig
 from moodwire.schema import format_timestamp
 
-from ingest.sources import RawItem, SourceBatch
-
-log = logging.getLogger(__name__)
+from ingest.polling import USER_AGENT, PollingSource, retry_after_s
+from ingest.sources import RawItem
 
 # Enough to cover a feed's visible window many times over; older ids fall out in order.
 SEEN_IDS_PER_FEED = 5_000
-USER_AGENT = "moodwire/0.1 (+https://github.com/moodwire/moodwire)"
 
 
 @dataclass
-class _FeedState:
+class _Feed:
+    config: FeedConfig
     etag: str | None = None
     modified: str | None = None
-    seen: list[str] | None = None
+    seen: list[str] = field(default_factory=list)
     next_poll: float = 0.0
     failures: int = 0
+
+    @property
+    def key(self) -> str:
+        return self.config.url
+
+    @property
+    def interval_s(self) -> float:
+        return self.config.interval_s
 
 
 def entry_id(feed_url: str, entry: Any) -> str:
@@ -69,7 +75,10 @@ def entry_to_post(feed: FeedConfig, entry: Any, received_at: datetime) -> dict[s
     return post
 
 
-class RssSource:
+class RssSource(PollingSource[_Feed]):
+    """Feeds live on many hosts: a 429 or an outage backs off that feed alone, after Retry-After
+    if the host sends one, and never pauses the others."""
+
     name = "rss"
 
     def __init__(
@@ -79,96 +88,74 @@ class RssSource:
         *,
         client: httpx.Client | None = None,
         timeout_s: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._feeds = list(feeds)
-        self._client = client or httpx.Client(
+        saved = (state or {}).get("feeds", {})
+        targets = [
+            _Feed(
+                config,
+                etag=saved.get(config.url, {}).get("etag"),
+                modified=saved.get(config.url, {}).get("modified"),
+                seen=list(saved.get(config.url, {}).get("seen", [])),
+            )
+            for config in feeds
+        ]
+        client = client or httpx.Client(
             timeout=timeout_s, follow_redirects=True, headers={"User-Agent": USER_AGENT}
         )
-        saved = (state or {}).get("feeds", {})
-        self._state = {
-            f.url: _FeedState(
-                etag=saved.get(f.url, {}).get("etag"),
-                modified=saved.get(f.url, {}).get("modified"),
-                seen=list(saved.get(f.url, {}).get("seen", [])),
-            )
-            for f in self._feeds
-        }
+        super().__init__(targets, client, clock=clock, sleep=sleep)
 
     def checkpoint(self) -> dict[str, Any]:
         return {
             "feeds": {
-                url: {"etag": s.etag, "modified": s.modified, "seen": (s.seen or [])[-SEEN_IDS_PER_FEED:]}
-                for url, s in self._state.items()
+                feed.key: {"etag": feed.etag, "modified": feed.modified, "seen": feed.seen[-SEEN_IDS_PER_FEED:]}
+                for feed in self._targets
             }
         }
 
-    def poll_feed(self, feed: FeedConfig) -> list[RawItem]:
-        state = self._state[feed.url]
+    def poll_feed(self, config: FeedConfig) -> list[RawItem]:
+        """Poll the feed configured as `config` now, due or not."""
+        return self.poll(next(feed for feed in self._targets if feed.key == config.url))
+
+    def poll(self, feed: _Feed) -> list[RawItem]:
         headers = {}
-        if state.etag:
-            headers["If-None-Match"] = state.etag
-        if state.modified:
-            headers["If-Modified-Since"] = state.modified
+        if feed.etag:
+            headers["If-None-Match"] = feed.etag
+        if feed.modified:
+            headers["If-Modified-Since"] = feed.modified
         try:
-            response = self._client.get(feed.url, headers=headers)
+            response = self._client.get(feed.key, headers=headers)
         except httpx.HTTPError as exc:
-            self._back_off(feed, state, f"request failed: {exc}")
+            self.fail(feed, f"request failed: {exc}")
             return []
         if response.status_code == 304:
-            state.failures = 0
-            state.next_poll = time.monotonic() + feed.interval_s
+            self.succeeded(feed)
             return []
         if response.status_code == 429 or response.status_code >= 500:
-            retry_after = response.headers.get("Retry-After", "")
-            self._back_off(feed, state, f"HTTP {response.status_code}", retry_after)
+            wait = retry_after_s(response.headers, self._wall_clock())
+            self.fail(feed, f"HTTP {response.status_code}", at_least_s=wait)
             return []
         if response.status_code != 200:
-            self._back_off(feed, state, f"HTTP {response.status_code}")
+            self.fail(feed, f"HTTP {response.status_code}")
             return []
         parsed = feedparser.parse(io.BytesIO(response.content), response_headers=dict(response.headers))
         if parsed.bozo and not parsed.entries:
-            self._back_off(feed, state, f"unparseable feed: {parsed.get('bozo_exception')}")
+            self.fail(feed, f"unparseable feed: {parsed.get('bozo_exception')}")
             return []
-        state.etag = response.headers.get("ETag")
-        state.modified = response.headers.get("Last-Modified")
-        state.failures = 0
-        state.next_poll = time.monotonic() + feed.interval_s
-        seen = state.seen if state.seen is not None else []
-        seen_set = set(seen)
+        feed.etag = response.headers.get("ETag")
+        feed.modified = response.headers.get("Last-Modified")
+        self.succeeded(feed)
+        seen = set(feed.seen)
         received = datetime.now(UTC)
         items: list[RawItem] = []
         # Feeds list newest first; emit oldest first so the bus is in publication order.
         for entry in reversed(parsed.entries):
-            post = entry_to_post(feed, entry, received)
-            if post["id"] in seen_set:
+            post = entry_to_post(feed.config, entry, received)
+            if post["id"] in seen:
                 continue
-            seen_set.add(post["id"])
-            seen.append(post["id"])
+            seen.add(post["id"])
+            feed.seen.append(post["id"])
             items.append(RawItem("rss", post))
-        state.seen = seen[-SEEN_IDS_PER_FEED:]
+        del feed.seen[:-SEEN_IDS_PER_FEED]
         return items
-
-    def _back_off(self, feed: FeedConfig, state: _FeedState, why: str, retry_after: str = "") -> None:
-        state.failures += 1
-        delay = min(3600.0, feed.interval_s * (2 ** min(state.failures, 6)))
-        if retry_after.isdigit():
-            delay = max(delay, float(retry_after))
-        state.next_poll = time.monotonic() + delay
-        log.warning("feed %s: %s; next try in %.0f s", feed.url, why, delay)
-
-    def next_batch(self) -> SourceBatch:
-        now = time.monotonic()
-        items: list[RawItem] = []
-        for feed in self._feeds:
-            if self._state[feed.url].next_poll <= now:
-                items.extend(self.poll_feed(feed))
-        if not items:
-            due = min((s.next_poll for s in self._state.values()), default=now + 1.0)
-            time.sleep(max(0.0, min(1.0, due - time.monotonic())))
-        return SourceBatch(items, self.checkpoint())
-
-    def commit(self, checkpoint: dict[str, Any]) -> None:
-        pass
-
-    def close(self) -> None:
-        self._client.close()

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
+
+from moodwire.dead_letters import MAX_MESSAGE_BYTES, OversizedOriginal
 
 
 @dataclass(frozen=True)
 class RawItem:
-    """One item as a source saw it: a dict to normalize, or the raw line that failed to parse."""
+    """One item as a source saw it: a dict to normalize, or the raw input that failed to parse.
+
+    `raw` is the input as it came (a file line, an API object as JSON): what a dead letter carries.
+    An input over MAX_MESSAGE_BYTES that was never held whole is an OversizedOriginal instead.
+    """
 
     source: str
     data: dict[str, Any] | None
-    raw: bytes = b""
+    raw: bytes | OversizedOriginal = b""
     error: str | None = None
 
 
@@ -32,38 +39,31 @@ class Source(Protocol):
 
     def commit(self, checkpoint: dict[str, Any]) -> None: ...
 
-
-class Polled(Protocol):
-    """One thing a polling source fetches on its own schedule (a listing, timeline, stream)."""
-
-    next_poll: float
+    def close(self) -> None:
+        """Release what the source holds (file handle, HTTP client, server, stream threads)."""
+        ...
 
 
-P = TypeVar("P", bound=Polled)
-
-# The longest an idle polling source naps inside the single-threaded ingest loop.
-IDLE_SLEEP_S = 1.0
+def size_of(raw: bytes | OversizedOriginal) -> int:
+    return raw.size if isinstance(raw, OversizedOriginal) else len(raw)
 
 
-def poll_due(
-    targets: Sequence[P],
-    poll: Callable[[P], list[RawItem]],
-    clock: Callable[[], float],
-    blocked_until: Callable[[], float],
-) -> list[RawItem]:
-    """Poll every target that is due, stopping as soon as a rate limit blocks the source
-    (`blocked_until` is read again after each poll: a response may have just set it)."""
-    items: list[RawItem] = []
-    for target in targets:
-        now = clock()
-        if now < blocked_until():
-            break
-        if target.next_poll <= now:
-            items.extend(poll(target))
-    return items
+def too_large(what: str, raw: bytes | OversizedOriginal) -> str | None:
+    """The reason to refuse an input over MAX_MESSAGE_BYTES, else None."""
+    size = size_of(raw)
+    if size <= MAX_MESSAGE_BYTES:
+        return None
+    return f"{what} is {size} bytes, over the {MAX_MESSAGE_BYTES}-byte limit"
 
 
-def idle_wait(targets: Sequence[Polled], clock: Callable[[], float], blocked_until: float) -> float:
-    """How long to nap when nothing was due: until the next target (or the block) is due, capped."""
-    due = max(blocked_until, min(target.next_poll for target in targets))
-    return max(0.0, min(IDLE_SLEEP_S, due - clock()))
+def dump_json(value: Any) -> bytes:
+    """An API object as the bytes a dead letter keeps (whatever it holds)."""
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
+    except (TypeError, ValueError):
+        return repr(value).encode("utf-8", "replace")
+
+
+def digest_key(value: Any) -> str:
+    """A stable key for an API object too broken to have an id of its own."""
+    return "raw:" + hashlib.sha1(dump_json(value)).hexdigest()[:20]

@@ -11,13 +11,14 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from moodwire.schema import URL_RE
+
 from ingest.dedupe import normalize_text
 
 LINK_ONLY = "link_only"
 REPEATED_TEXT = "repeated_text"
 RATE = "posting_rate"
 
-_URL_RE = re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE)
 _WORD_RE = re.compile(r"[^\W\d_]{2,}")
 _CASHTAG_RE = re.compile(r"\$[A-Za-z][A-Za-z.]{0,9}\b")
 
@@ -34,7 +35,7 @@ class SpamSettings:
 
 def is_link_only(text: str) -> bool:
     """Nothing but links and cashtags: no words an analyst (or the model) could read."""
-    rest = _CASHTAG_RE.sub(" ", _URL_RE.sub(" ", text))
+    rest = _CASHTAG_RE.sub(" ", URL_RE.sub(" ", text))
     return not _WORD_RE.search(rest)
 
 

@@ -21,41 +21,43 @@ Checkpoint per symbol: the newest id emitted and a bounded seen-id set.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
 from moodwire.connector_settings import StocktwitsSettings
-from ingest.sources import RawItem, SourceBatch, idle_wait, poll_due
+from moodwire.schema import SYMBOL_RE
+
+from ingest.polling import USER_AGENT, PollingSource, ResetFormat
+from ingest.sources import RawItem, digest_key, dump_json
 
 log = logging.getLogger(__name__)
 
 SOURCE = "stocktwits"
 SEEN_PER_SYMBOL = 3_000
-MAX_BACKOFF_S = 3_600.0
-USER_AGENT = "moodwire/0.1 (+https://github.com/moodwire/moodwire)"
-_SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9.\-]{0,11}$")
 
 
 @dataclass
 class _Stream:
     symbol: str
+    interval_s: float
     since: int | None = None
     seen: dict[str, None] = field(default_factory=dict)
     next_poll: float = 0.0
     failures: int = 0
 
+    @property
+    def key(self) -> str:
+        return self.symbol
 
-class StocktwitsSource:
+
+class StocktwitsSource(PollingSource[_Stream]):
     name = SOURCE
+    reset_format = ResetFormat.UNIX_TIME
 
     def __init__(
         self,
@@ -66,40 +68,29 @@ class StocktwitsSource:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._settings = settings
-        self._client = client or httpx.Client(timeout=settings.timeout_s, headers={"User-Agent": USER_AGENT})
-        self._clock = clock
-        self._sleep = sleep
-        self._not_before = 0.0
         saved = (state or {}).get("symbols", {})
-        self._streams = []
+        streams = []
         for symbol in settings.symbols:
             previous = saved.get(symbol, {})
             since = previous.get("since")
-            self._streams.append(
+            streams.append(
                 _Stream(
-                    symbol, int(since) if since is not None else None, dict.fromkeys(previous.get("seen", []))
+                    symbol,
+                    settings.interval_s,
+                    int(since) if since is not None else None,
+                    dict.fromkeys(previous.get("seen", [])),
                 )
             )
+        client = client or httpx.Client(timeout=settings.timeout_s, headers={"User-Agent": USER_AGENT})
+        super().__init__(streams, client, clock=clock, sleep=sleep)
+        self._settings = settings
 
     def checkpoint(self) -> dict[str, Any]:
         return {
             "symbols": {
-                s.symbol: {"since": s.since, "seen": list(s.seen)[-SEEN_PER_SYMBOL:]} for s in self._streams
+                s.symbol: {"since": s.since, "seen": list(s.seen)[-SEEN_PER_SYMBOL:]} for s in self._targets
             }
         }
-
-    def next_batch(self) -> SourceBatch:
-        items = poll_due(self._streams, self.poll, self._clock, lambda: self._not_before)
-        if not items:
-            self._sleep(idle_wait(self._streams, self._clock, self._not_before))
-        return SourceBatch(items, self.checkpoint())
-
-    def commit(self, checkpoint: dict[str, Any]) -> None:
-        pass
-
-    def close(self) -> None:
-        self._client.close()
 
     def poll(self, stream: _Stream) -> list[RawItem]:
         first_run = stream.since is None
@@ -107,7 +98,7 @@ class StocktwitsSource:
         max_id: int | None = None
         more = False
         for _ in range(1 if first_run else self._settings.max_pages):
-            if self._clock() < self._not_before:
+            if self.paused:
                 return []
             body = self._get_page(stream, max_id)
             if body is None:
@@ -115,7 +106,7 @@ class StocktwitsSource:
             messages = body.get("messages")
             cursor: dict[str, Any] = body["cursor"] if isinstance(body.get("cursor"), dict) else {}
             if not isinstance(messages, list):
-                self._fail(stream, "answer without a messages list")
+                self.fail(stream, "answer without a messages list")
                 return []
             met_known = False
             for message in messages:
@@ -142,8 +133,7 @@ class StocktwitsSource:
                 stream.symbol,
                 self._settings.max_pages,
             )
-        stream.failures = 0
-        stream.next_poll = self._clock() + self._settings.interval_s
+        self.succeeded(stream)
         items: list[RawItem] = []
         for message in sorted(fresh, key=_sort_id):
             key = _key(message)
@@ -169,68 +159,29 @@ class StocktwitsSource:
         try:
             response = self._client.get(url, params=params)
         except httpx.HTTPError as exc:
-            self._fail(stream, f"request failed: {type(exc).__name__}")
+            self.fail(stream, f"request failed: {type(exc).__name__}")
             return None
-        self._note_rate_limit(response)
-        if response.status_code == 429:
-            wait = _reset_wait(response)
-            self._pause(wait if wait is not None else self._backoff(stream), "HTTP 429")
+        if not self.answered(stream, response):
             return None
         if response.status_code != 200:
             # 404: StockTwits does not know the symbol; 5xx: it is struggling.
-            self._fail(stream, f"HTTP {response.status_code}")
+            self.fail(stream, f"HTTP {response.status_code}")
             return None
         try:
             body = response.json()
         except ValueError:
-            self._fail(stream, "answer is not JSON")
+            self.fail(stream, "answer is not JSON")
             return None
         if not isinstance(body, dict):
-            self._fail(stream, "answer is not a JSON object")
+            self.fail(stream, "answer is not a JSON object")
             return None
         return body
-
-    def _note_rate_limit(self, response: httpx.Response) -> None:
-        remaining = response.headers.get("X-RateLimit-Remaining", "")
-        if remaining.strip().isdigit() and int(remaining) < 1:
-            wait = _reset_wait(response)
-            if wait is not None:
-                self._pause(wait, "rate limit used up")
-
-    def _pause(self, seconds: float, why: str) -> None:
-        self._not_before = max(self._not_before, self._clock() + seconds)
-        log.warning("stocktwits: %s; pausing %.0f s", why, seconds)
-
-    def _backoff(self, stream: _Stream) -> float:
-        stream.failures += 1
-        return min(MAX_BACKOFF_S, self._settings.interval_s * 2 ** min(stream.failures, 6))
-
-    def _fail(self, stream: _Stream, why: str) -> None:
-        delay = self._backoff(stream)
-        stream.next_poll = self._clock() + delay
-        log.warning("stocktwits %s: %s; next try in %.0f s", stream.symbol, why, delay)
-
-
-def _reset_wait(response: httpx.Response) -> float | None:
-    """Seconds until X-RateLimit-Reset (Unix time), against the server's own Date header."""
-    reset = response.headers.get("X-RateLimit-Reset", "").strip()
-    if reset.isdigit():
-        now = time.time()
-        date = response.headers.get("Date")
-        if date:
-            try:
-                now = parsedate_to_datetime(date).timestamp()
-            except (TypeError, ValueError):
-                pass
-        return max(0.0, int(reset) - now)
-    retry_after = response.headers.get("Retry-After", "").strip()
-    return float(retry_after) if retry_after.isdigit() else None
 
 
 def _key(message: Any) -> str:
     if isinstance(message, dict) and isinstance(message.get("id"), int):
         return str(message["id"])
-    return "raw:" + hashlib.sha1(_dump(message)).hexdigest()[:20]
+    return digest_key(message)
 
 
 def _sort_id(message: Any) -> int:
@@ -240,11 +191,11 @@ def _sort_id(message: Any) -> int:
 def stocktwits_symbol(value: str) -> str | None:
     """StockTwits' symbol -> ours: crypto carries a ".X" suffix there (BTC.X), not here."""
     symbol = value.strip().upper().removesuffix(".X")
-    return symbol if _SYMBOL_RE.match(symbol) else None
+    return symbol if SYMBOL_RE.match(symbol) else None
 
 
 def message_to_item(message: Any) -> RawItem:
-    raw = _dump(message)
+    raw = dump_json(message)
     if not isinstance(message, dict):
         return RawItem(SOURCE, None, raw=raw, error="stocktwits: message is not a JSON object")
     message_id = message.get("id")
@@ -274,9 +225,3 @@ def message_to_item(message: Any) -> RawItem:
         post["url"] = f"https://stocktwits.com/{user['username']}/message/{message_id}"
     return RawItem(SOURCE, post, raw=raw)
 
-
-def _dump(value: Any) -> bytes:
-    try:
-        return json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
-    except (TypeError, ValueError):
-        return repr(value).encode("utf-8", "replace")

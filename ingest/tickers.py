@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-DEFAULT_MAX_SYMBOLS = 20
+from moodwire.schema import MAX_SYMBOLS
 
 # Currency codes look like tickers in "$BTC/$USD" but are not instruments we track.
 _CURRENCY_CODES = frozenset({"USD", "EUR", "GBP", "JPY", "CNY", "CAD", "AUD", "CHF", "HKD", "INR"})
@@ -218,7 +218,7 @@ class SymbolLinker:
     """Finds the symbols a text mentions (see the module doc for the rules). Build one per table
     and reuse it: building compiles the name index; linking is pure and thread-safe."""
 
-    def __init__(self, table: SymbolTable, max_symbols: int = DEFAULT_MAX_SYMBOLS) -> None:
+    def __init__(self, table: SymbolTable, max_symbols: int = MAX_SYMBOLS) -> None:
         if max_symbols < 1:
             raise ValueError("max_symbols must be at least 1")
         self.table = table

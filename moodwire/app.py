@@ -219,8 +219,9 @@ class Application:
 
     def _start_ingest(self) -> None:
         from ingest.checkpoint import CheckpointStore
+        from ingest.connectors import SourceSettings, build_sources
         from ingest.normalize import Normalizer
-        from ingest.service import IngestWorker, build_sources
+        from ingest.service import IngestSettings, IngestWorker
 
         settings = self.settings
         assert self.bus is not None
@@ -229,13 +230,19 @@ class Application:
             files, shift_to_now = [bundled_sample()], True
         checkpoints = CheckpointStore(settings.state_dir / "ingest")
         rate = self.options.rate or (settings.sample_rate if Role.SCORE in self.roles else None)
-        sources = build_sources(settings, checkpoints, files, rate=rate, shift_to_now=shift_to_now)
+        sources = build_sources(SourceSettings.from_settings(settings), checkpoints, files, rate=rate, shift_to_now=shift_to_now)
         if not sources:
             raise StartupError(
                 "nothing to read: pass files or configure sources (feeds, reddit, mastodon, bluesky, stocktwits, push)"
             )
         producer = self.bus.producer()
-        worker = IngestWorker(settings, producer, sources, Normalizer(max_chars=settings.text_max_chars), checkpoints)
+        worker = IngestWorker(
+            IngestSettings.from_settings(settings),
+            producer,
+            sources,
+            checkpoints,
+            normalizer=Normalizer(max_chars=settings.text_max_chars),
+        )
         self.ingest_worker = worker
         keep_running = self.options.follow or settings.has_live_sources
 
@@ -244,11 +251,8 @@ class Application:
                 worker.run(stop, stop_when_exhausted=not keep_running)
             finally:
                 self._ingest_done.set()
+                worker.close()  # every source: files, HTTP clients, the push endpoint, streams
                 producer.close()
-                for source in sources:
-                    close = getattr(source, "close", None)
-                    if close is not None:
-                        close()
 
         def status() -> ComponentStatus:
             alive = running.thread.is_alive() or self._ingest_done.is_set()

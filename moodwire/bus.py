@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from moodwire import metrics
 from moodwire.config import Settings
+from moodwire.limits import CONSUMER_MAX_PARTITION_FETCH_BYTES, MAX_MESSAGE_BYTES, PRODUCER_MAX_REQUEST_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +29,6 @@ ORIGIN_HEADER = "moodwire-origin"
 # skips its own HTML pass only for those.
 NORMALIZED_HEADER = "moodwire-normalized"
 
-# The largest message value any moodwire topic carries (ingest refuses larger input; the scorer
-# dead-letters larger messages from other producers as truncated copies).
-MAX_MESSAGE_BYTES = 1_000_000
-# What the Kafka producer may send in one request (Kafka's default broker `message.max.bytes`
-# is about the same): a full-size message plus its key and headers fits.
-PRODUCER_MAX_REQUEST_BYTES = 1_048_576
-# Per partition and fetch; a larger record still comes through alone (KIP-74), so one oversized
-# message from another producer cannot stall a partition.
-CONSUMER_MAX_PARTITION_FETCH_BYTES = 2 * PRODUCER_MAX_REQUEST_BYTES
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from moodwire.schema import SYMBOL_RE
+
 Listing = Literal["new", "comments"]
 REDDIT_LISTINGS: tuple[Listing, ...] = ("new", "comments")
 _SUBREDDIT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]{1,20}$")
-_SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9.\-]{0,11}$")
 
 
 def _http_url(value: str, schemes: tuple[str, ...] = ("http://", "https://")) -> str:
@@ -29,7 +30,7 @@ def _symbols(values: list[str]) -> list[str]:
     cleaned = []
     for value in values:
         symbol = value.strip().lstrip("$").upper()
-        if not _SYMBOL_RE.match(symbol):
+        if not SYMBOL_RE.match(symbol):
             raise ValueError(f"not a ticker symbol: {value!r}")
         if symbol not in cleaned:
             cleaned.append(symbol)

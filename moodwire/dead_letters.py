@@ -14,9 +14,11 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from moodwire import metrics
-from moodwire.bus import MAX_MESSAGE_BYTES, ORIGIN_HEADER, PRODUCER_MAX_REQUEST_BYTES, REASON_HEADER, Producer
+from moodwire.bus import ORIGIN_HEADER, REASON_HEADER, Producer
+from moodwire.limits import MAX_MESSAGE_BYTES, PRODUCER_MAX_REQUEST_BYTES
 
 __all__ = ["MAX_MESSAGE_BYTES", "PRODUCER_MAX_REQUEST_BYTES", "dead_letter_record", "send_dead_letter"]
 
@@ -31,31 +33,43 @@ TRUNCATED_HEADER = "moodwire-truncated"
 SOURCE_HEADER = "moodwire-source"
 
 
+@dataclass(frozen=True)
+class OversizedOriginal:
+    """An original over MAX_MESSAGE_BYTES that was read in pieces and never held whole (a 10 MB
+    file line): its first DEAD_LETTER_KEEP_BYTES, its size and its SHA-256 (hex)."""
+
+    head: bytes
+    size: int
+    sha256: str
+
+
 def dead_letter_record(
-    value: bytes, reason: str, origin: str, source_ref: str | None = None
+    value: bytes | OversizedOriginal, reason: str, origin: str, source_ref: str | None = None
 ) -> tuple[bytes, list[tuple[str, bytes]]]:
     """The value and headers of the dead letter for `value`: the original when it fits, else its
     first DEAD_LETTER_KEEP_BYTES with the original size and hash in headers."""
+    if isinstance(value, bytes) and len(value) > MAX_MESSAGE_BYTES:
+        value = OversizedOriginal(value[:DEAD_LETTER_KEEP_BYTES], len(value), hashlib.sha256(value).hexdigest())
     headers = [
         (REASON_HEADER, reason[:MAX_REASON_CHARS].encode("utf-8", "replace")),
         (ORIGIN_HEADER, origin.encode("utf-8")),
     ]
     if source_ref:
         headers.append((SOURCE_HEADER, source_ref.encode("utf-8", "replace")))
-    if len(value) > MAX_MESSAGE_BYTES:
+    if isinstance(value, OversizedOriginal):
         headers += [
-            (SIZE_HEADER, str(len(value)).encode()),
-            (SHA256_HEADER, hashlib.sha256(value).hexdigest().encode()),
+            (SIZE_HEADER, str(value.size).encode()),
+            (SHA256_HEADER, value.sha256.encode()),
             (TRUNCATED_HEADER, b"true"),
         ]
-        value = value[:DEAD_LETTER_KEEP_BYTES]
+        return value.head[:DEAD_LETTER_KEEP_BYTES], headers
     return value, headers
 
 
 def send_dead_letter(
     producer: Producer,
     topic: str,
-    value: bytes,
+    value: bytes | OversizedOriginal,
     reason: str,
     *,
     stage: str,

@@ -18,6 +18,10 @@ POSTS_INGESTED = Counter("moodwire_posts_ingested_total", "Posts put on the bus 
 POSTS_DUPLICATE = Counter(
     "moodwire_posts_duplicate_total", "Posts dropped at ingest as exact duplicates", ["source", "why"]
 )
+INGEST_BUS_RETRIES = Counter(
+    "moodwire_ingest_bus_retries_total",
+    "Batches ingest sent again after the bus refused them (broker away, delivery timed out)",
+)
 POSTS_FLAGGED = Counter(
     "moodwire_posts_flagged_total", "Posts flagged as spam or bot-like (stored, left out of sentiment)", ["flag"]
 )

@@ -15,19 +15,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from moodwire.bus import MAX_MESSAGE_BYTES
+from moodwire.limits import MAX_MESSAGE_BYTES
 from moodwire.labels import EMOTION_LABELS, POLARITY_LABELS
 
 DEFAULT_TEXT_MAX_CHARS = 4_000
+# A post names at most this many tickers: the first ones are kept, the rest dropped.
 MAX_SYMBOLS = 20
-# One size rule at every edge (see moodwire.bus): a message or input line larger than this is refused.
-MAX_RAW_BYTES = MAX_MESSAGE_BYTES
 # Posts dated before this are almost surely broken clocks or epoch-zero defaults.
 EARLIEST_PUBLISHED_AT = datetime(2000, 1, 1, tzinfo=UTC)
 # Allow for skewed source clocks, but a post from next week is a bug upstream.
 MAX_FUTURE_SKEW = timedelta(days=1)
 
-_SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9.\-]{0,11}$")
+# A ticker as moodwire writes it: upper case, e.g. AAPL, BRK.B, BTC.
+SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9.\-]{0,11}$")
+# A link in post text, with or without a scheme.
+URL_RE = re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE)
 _SOURCE_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,31}$")
 _WHITESPACE_RE = re.compile(r"\s+")
 # Zero-width and bidi-control characters let two different-looking texts hash the same (or not);
@@ -138,7 +140,7 @@ def format_timestamp(value: datetime) -> str:
 
 
 class Post(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore", str_max_length=MAX_RAW_BYTES)
+    model_config = ConfigDict(frozen=True, extra="ignore", str_max_length=MAX_MESSAGE_BYTES)
 
     id: str = Field(min_length=1, max_length=512)
     source: str
@@ -193,7 +195,7 @@ class Post(BaseModel):
             if not isinstance(item, str):
                 raise ValueError("symbols must be strings")
             symbol = item.strip().lstrip("$").upper()
-            if not _SYMBOL_RE.match(symbol):
+            if not SYMBOL_RE.match(symbol):
                 raise ValueError(f"not a ticker symbol: {item[:20]!r}")
             seen.setdefault(symbol, None)
             # A post naming thousands of tickers is spam; keep the first few instead of failing it.
@@ -329,7 +331,9 @@ def validate_post(data: Any, max_chars: int = DEFAULT_TEXT_MAX_CHARS, *, html: b
     text = data.get("text")
     if not isinstance(text, str):
         raise InvalidPost("text: required, must be a string")
-    cleaned = clean_text(text[: max_chars * 4], max_chars, html=html)
+    # Markup is stripped before the text is capped: cutting first could leave half a tag ("</")
+    # as the whole text of a long HTML-only post. No message holds more characters than this.
+    cleaned = clean_text(text[:MAX_MESSAGE_BYTES], max_chars, html=html)
     if not cleaned:
         raise InvalidPost("text: empty after removing HTML and whitespace")
     try:
@@ -343,12 +347,12 @@ def validate_post(data: Any, max_chars: int = DEFAULT_TEXT_MAX_CHARS, *, html: b
 def parse_post(raw: bytes | str, max_chars: int = DEFAULT_TEXT_MAX_CHARS, *, html: bool = True) -> Post:
     """Raw bytes off the bus or a file line -> Post, or InvalidPost.
 
-    Posts on the bus were cleaned by ingest; the scorer passes html=False so a second pass
-    cannot turn escaped text ("&lt;script&gt;") into markup and strip it.
+    Posts that ingest cleaned carry NORMALIZED_HEADER; for those the scorer passes html=False so a
+    second pass cannot turn escaped text ("&lt;script&gt;") into markup and strip it.
     """
     if isinstance(raw, bytes):
-        if len(raw) > MAX_RAW_BYTES:
-            raise InvalidPost(f"message is {len(raw)} bytes, over the {MAX_RAW_BYTES}-byte limit")
+        if len(raw) > MAX_MESSAGE_BYTES:
+            raise InvalidPost(f"message is {len(raw)} bytes, over the {MAX_MESSAGE_BYTES}-byte limit")
         try:
             raw = raw.decode("utf-8")
         except UnicodeDecodeError as exc:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from moodwire.labels import EMOTION_LABELS, POLARITY_LABELS
+from moodwire.schema import SYMBOL_RE
 
 REPO = Path(__file__).resolve().parents[2]
 STANCE_DIR = REPO / "data" / "stance"
@@ -29,7 +30,6 @@ KINDS = ("post", "headline")
 REGISTERS = ("stocktwits", "reddit", "fintwit", "wire", "analyst", "forum", "newsletter", "chat")
 MAX_TARGETS = 6
 _ID_RE = re.compile(r"^st-[a-z0-9]+-\d{4}$")
-_SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9.\-]{0,11}$")
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def parse_row(record: Any, batch: str) -> StanceRow:
         if not isinstance(raw, dict):
             raise StanceDataError("each target must be an object")
         symbol = raw.get("symbol")
-        if not isinstance(symbol, str) or not _SYMBOL_RE.match(symbol):
+        if not isinstance(symbol, str) or not SYMBOL_RE.match(symbol):
             raise StanceDataError(f"symbol {symbol!r} is not an upper-case ticker")
         if raw.get("stance") not in POLARITY_LABELS:
             raise StanceDataError(f"{symbol}: stance {raw.get('stance')!r} is not one of {', '.join(POLARITY_LABELS)}")

@@ -950,7 +950,7 @@ def test_stocktwits_through_the_ingest_loop_dead_letters_and_restarts_from_the_s
     stocktwits: StocktwitsFake, tmp_path: Path
 ) -> None:
     from ingest.normalize import Normalizer
-    from ingest.service import IngestWorker
+    from ingest.service import IngestSettings, IngestWorker
     from moodwire.config import load_settings
 
     class Producer:
@@ -973,7 +973,9 @@ def test_stocktwits_through_the_ingest_loop_dead_letters_and_restarts_from_the_s
     section = stocktwits_settings(stocktwits)
     [source] = build_connector_sources(checkpoints, stocktwits=section)
     producer = Producer()
-    worker = IngestWorker(settings, producer, [source], Normalizer(detect_language=False), checkpoints)
+    worker = IngestWorker(
+        IngestSettings.from_settings(settings), producer, [source], checkpoints, normalizer=Normalizer(detect_language=False)
+    )
     assert worker.step(source) == 2
     topics = [topic for topic, _, _ in producer.sent]
     assert topics.count(settings.posts_topic) == 2 and topics.count(settings.dead_letter_topic) == 1

@@ -20,7 +20,8 @@ import pytest
 
 from ingest.checkpoint import CheckpointStore
 from ingest.file_source import FileSource
-from ingest.service import build_sources
+from ingest.connectors import SourceSettings, build_sources
+from ingest.service import IngestSettings
 from moodwire.config import Settings
 from moodwire.store import ServerStore
 from tests.integration.fault_helpers import (
@@ -204,7 +205,8 @@ def test_a_near_duplicate_sent_again_after_a_crash_stays_one_story(server_settin
     # First life: two lines a batch; dies after the second batch is on the bus, before its checkpoint.
     producer = bus.producer()
     dying = DiesOnSecondCheckpoint(state)
-    worker = IngestWorker(server_settings, producer, [FileSource(source_file, batch_size=2)], Normalizer(), dying)
+    ingest_settings = IngestSettings.from_settings(server_settings)
+    worker = IngestWorker(ingest_settings, producer, [FileSource(source_file, batch_size=2)], dying, normalizer=Normalizer())
     worker.step(worker._sources[0])
     with pytest.raises(Crash):
         worker.step(worker._sources[0])
@@ -213,8 +215,8 @@ def test_a_near_duplicate_sent_again_after_a_crash_stays_one_story(server_settin
     # Second life: a fresh process resumes at the last checkpoint and sends the second batch again.
     checkpoints = CheckpointStore(state)
     producer = bus.producer()
-    sources = build_sources(server_settings, checkpoints, [source_file])
-    IngestWorker(server_settings, producer, sources, Normalizer(), checkpoints).run(
+    sources = build_sources(SourceSettings.from_settings(server_settings), checkpoints, [source_file])
+    IngestWorker(ingest_settings, producer, sources, checkpoints, normalizer=Normalizer()).run(
         threading.Event(), stop_when_exhausted=True
     )
     producer.close()

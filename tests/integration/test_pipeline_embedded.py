@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from ingest.checkpoint import CheckpointStore
-from ingest.normalize import Normalizer
-from ingest.service import IngestWorker, build_sources
+from ingest.connectors import SourceSettings, build_sources
+from ingest.service import IngestSettings, IngestWorker
 from moodwire import counting
 from moodwire.bus import REASON_HEADER, LocalBus
 from moodwire.config import Settings
@@ -41,9 +41,8 @@ def test_file_to_chdb_through_the_in_process_bus(embedded_settings: Settings, tm
     bus = LocalBus(settings.data_dir / "bus")
     bus.ensure_topics([settings.posts_topic, settings.dead_letter_topic])
     checkpoints = CheckpointStore(settings.state_dir / "ingest")
-    worker = IngestWorker(
-        settings, bus.producer(), build_sources(settings, checkpoints, [source_file]), Normalizer(), checkpoints
-    )
+    sources = build_sources(SourceSettings.from_settings(settings), checkpoints, [source_file])
+    worker = IngestWorker(IngestSettings.from_settings(settings), bus.producer(), sources, checkpoints)
     sent = worker.run(threading.Event(), stop_when_exhausted=True)
     assert sent == n
 
@@ -82,9 +81,8 @@ def test_file_to_chdb_through_the_in_process_bus(embedded_settings: Settings, tm
     assert any(r.startswith("text:") for r in reasons)
 
     # A restart of ingest resumes at its checkpoint: nothing is emitted again.
-    again = IngestWorker(
-        settings, bus.producer(), build_sources(settings, checkpoints, [source_file]), Normalizer(), checkpoints
-    )
+    sources = build_sources(SourceSettings.from_settings(settings), checkpoints, [source_file])
+    again = IngestWorker(IngestSettings.from_settings(settings), bus.producer(), sources, checkpoints)
     assert again.run(threading.Event(), stop_when_exhausted=True) == 0
     assert bus.size(settings.posts_topic) == n
 

@@ -45,10 +45,19 @@ def test_exact_new_same_id_same_text() -> None:
     dedupe = ExactDeduper()
     assert dedupe.check("rss:1", "Apple beats estimates") is Duplicate.NEW
     assert dedupe.check("rss:1", "Apple beats estimates") is Duplicate.SAME_ID
-    assert dedupe.check("rss:1", "a different text, same id") is Duplicate.SAME_ID
     assert dedupe.check("reddit:9", "APPLE beats estimates!  https://t.co/x") is Duplicate.SAME_TEXT
-    assert dedupe.check("reddit:9", "APPLE beats estimates!") is Duplicate.SAME_ID  # now known
+    assert dedupe.check("reddit:9", "APPLE beats estimates!  https://t.co/x") is Duplicate.SAME_ID  # now known
     assert dedupe.check("rss:2", "Apple misses estimates") is Duplicate.NEW
+
+
+def test_exact_same_id_with_another_text_is_told_apart_and_the_id_keeps_its_first_text() -> None:
+    dedupe = ExactDeduper()
+    assert dedupe.check("rss:1", "Apple beats estimates") is Duplicate.NEW
+    assert dedupe.check("rss:1", "a different text, same id") is Duplicate.SAME_ID_DIFFERENT_TEXT
+    assert dedupe.check("rss:1", "Apple beats estimates") is Duplicate.SAME_ID
+    assert dedupe.check("rss:1", "a different text, same id") is Duplicate.SAME_ID_DIFFERENT_TEXT
+    # The same words are not the same text: the copy that was dropped differs, so it is reported.
+    assert dedupe.check("rss:1", "Apple beats estimates!") is Duplicate.SAME_ID_DIFFERENT_TEXT
 
 
 def test_exact_texts_without_words_are_not_all_the_same() -> None:

@@ -25,7 +25,7 @@ from moodwire.schema import (
     DEFAULT_TEXT_MAX_CHARS,
     EARLIEST_PUBLISHED_AT,
     MAX_FUTURE_SKEW,
-    MAX_RAW_BYTES,
+    MAX_MESSAGE_BYTES,
     MAX_SYMBOLS,
     InvalidPost,
     Post,
@@ -276,7 +276,7 @@ def test_huge_texts_are_capped(text: str) -> None:
         assert_clean(result)
     raw = json.dumps(base_post(text=text), ensure_ascii=False).encode("utf-8", "surrogatepass")
     bytes_result = parse_or_reason(raw)
-    if len(raw) > MAX_RAW_BYTES:
+    if len(raw) > MAX_MESSAGE_BYTES:
         assert isinstance(bytes_result, str) and "limit" in bytes_result
 
 

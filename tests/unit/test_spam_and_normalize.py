@@ -39,7 +39,10 @@ def test_same_author_repeating_a_text_is_flagged_other_outlets_are_one_story() -
 def test_the_same_id_is_a_duplicate_and_bad_items_are_rejected_with_a_reason() -> None:
     normalizer = Normalizer(detect_language=False)
     assert isinstance(normalizer.normalize(item("d1", "Apple beats estimates")), Accepted)
-    assert normalizer.normalize(item("d1", "Apple beats estimates, again")) == Duplicate("d1", "same_id")
+    assert normalizer.normalize(item("d1", "Apple beats estimates")) == Duplicate("d1", "same_id")
+    # Another text under a known id is dropped too, but the dropped copy is kept for a dead letter.
+    edited = RawItem("reddit", item("d1", "Apple beats estimates, again").data, raw=b'{"id": "d1", "edited": 1}')
+    assert normalizer.normalize(edited) == Duplicate("d1", "same_id_different_text", dropped=edited.raw)
     rejected = normalizer.normalize(item("d2", "<p>   </p>"))
     assert isinstance(rejected, Rejected) and rejected.reason.startswith("text: empty")
     zero_time = RawItem("file", {"id": "d3", "source": "file", "text": "hi there", "published_at": 0})
@@ -53,3 +56,12 @@ def test_an_author_posting_faster_than_a_person_is_flagged() -> None:
     later = detector.flags("bot", "a calm post much later", T0 + timedelta(minutes=10))
     assert RATE not in later
     assert detector.flags(None, "https://x.example", T0) == (LINK_ONLY,)
+
+
+def test_an_item_over_the_message_limit_is_refused_before_it_is_parsed() -> None:
+    from moodwire.dead_letters import MAX_MESSAGE_BYTES
+
+    raw = b'{"id": "huge", "text": "' + b"x" * MAX_MESSAGE_BYTES + b'"}'
+    data = {"id": "huge", "source": "reddit", "text": "x" * MAX_MESSAGE_BYTES, "published_at": T0.isoformat()}
+    outcome = Normalizer(detect_language=False).normalize(RawItem("reddit", data, raw=raw))
+    assert outcome == Rejected(raw, f"item is {len(raw)} bytes, over the {MAX_MESSAGE_BYTES}-byte limit")

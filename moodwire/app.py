@@ -39,6 +39,8 @@ STUCK_AFTER_S = 300.0
 # How often the bus and the store are probed for /readyz (a service idle between posts would
 # otherwise not notice that a dependency went away).
 PROBE_INTERVAL_S = 5.0
+# How long start-up waits for an embedded data dir another process has open.
+CHDB_LOCK_WAIT_S = 15.0
 
 
 class Role(StrEnum):
@@ -123,7 +125,11 @@ class Application:
     # ------------------------------------------------------------------------------- start-up
 
     def open_store(self, stop: threading.Event) -> Store:
-        """Open and migrate the store; a server that is down is waited for, a refusal is fatal."""
+        """Open and migrate the store; a server that is down is waited for, a refusal is fatal.
+
+        An embedded data dir locked by another process is waited for only briefly: a `moodwire
+        sql` or `report` reading it holds it for a moment; a second `moodwire run` does not let go.
+        """
         waited = 0
         while True:
             try:
@@ -131,8 +137,8 @@ class Application:
                 store.migrate()
                 return store
             except StoreUnavailable as exc:
-                if self.settings.store == "chdb":
-                    raise StartupError(str(exc)) from None  # a locked data dir does not unlock by waiting
+                if self.settings.store == "chdb" and waited * self.settings.store_retry_interval_s >= CHDB_LOCK_WAIT_S:
+                    raise StartupError(str(exc)) from None
                 if waited == 0 or waited % 30 == 0:
                     log.warning("%s; waiting for the store", exc)
                 metrics.STORE_UP.set(0)

@@ -145,7 +145,7 @@ class KafkaBus:
         return False
 
     def producer(self) -> Producer:
-        return KafkaProducerAdapter(self._servers, self._settings.kafka_compression)
+        return KafkaProducerAdapter(self._servers, self._settings.kafka_compression, self._settings.kafka_delivery_timeout_ms)
 
     def consumer(self, group: str, topics: Sequence[str]) -> Consumer:
         return KafkaConsumerAdapter(self._servers, group, topics, self._settings)
@@ -155,7 +155,7 @@ class KafkaBus:
 
 
 class KafkaProducerAdapter:
-    def __init__(self, servers: list[str], compression: str) -> None:
+    def __init__(self, servers: list[str], compression: str, delivery_timeout_ms: int = 30_000) -> None:
         from kafka import KafkaProducer
 
         self._producer = KafkaProducer(
@@ -166,6 +166,10 @@ class KafkaProducerAdapter:
             linger_ms=5,
             max_in_flight_requests_per_connection=1,
             max_request_size=PRODUCER_MAX_REQUEST_BYTES,
+            delivery_timeout_ms=delivery_timeout_ms,
+            # A send must not wait longer for a full buffer or for metadata than a delivery takes.
+            max_block_ms=delivery_timeout_ms,
+            request_timeout_ms=min(30_000, delivery_timeout_ms // 2),
         )
         self._pending: list[object] = []
 

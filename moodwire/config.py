@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     # 100 rather than Kafka's 500: publish -> queryable p50 at half load went from 1.06 to 0.86 s
     # (bench/e2e_bench.py on tansu), for a few more fetch requests a second while idle.
     kafka_fetch_max_wait_ms: int = Field(default=100, ge=0, le=60_000)
+    # How long the producer keeps trying one send before reporting it failed (Kafka's
+    # delivery.timeout.ms, 120 s by default): ingest retries a refused batch itself, with backoff,
+    # so a shorter bound lets it notice an outage, and a stop, sooner.
+    kafka_delivery_timeout_ms: int = Field(default=30_000, ge=5_000, le=600_000)
 
     clickhouse_host: str = "127.0.0.1"
     clickhouse_port: int = Field(default=9000, ge=1, le=65535)

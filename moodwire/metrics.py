@@ -106,7 +106,9 @@ def initialise_channels(channels: Iterable[str]) -> None:
 
 def reason_label(reason: str) -> str:
     """A low-cardinality label for a rejection reason: the field or check it names."""
-    return reason.split(":", 1)[0][:40] if ":" in reason else "invalid"
+    if ":" in reason:
+        return reason.split(":", 1)[0][:40]
+    return "duplicate id" if reason.startswith("duplicate id") else "invalid"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ scripts/setup.sh "train,dev"
 cleanup() { pkill -P $$ 2>/dev/null || true; }
 trap cleanup EXIT
 set +e
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# Every test runs: a skip fails the run (tests/conftest.py), and so does an unknown marker.
+MOODWIRE_FAIL_ON_SKIP=1 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 code=$?
 set -e
 if [ "$code" -eq 5 ]; then

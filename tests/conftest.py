@@ -18,6 +18,30 @@ import pytest
 from moodwire.config import Settings, load_settings
 from tests import services
 
+# scripts/test.sh (what CI runs) sets this: every test the README says runs must run, so a skip
+# is a failure there, named in the summary.
+FAIL_ON_SKIP_ENV = "MOODWIRE_FAIL_ON_SKIP"
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if _skipped and os.environ.get(FAIL_ON_SKIP_ENV):
+        terminalreporter.write_line(
+            f"{len(_skipped)} test(s) skipped, and {FAIL_ON_SKIP_ENV} is set: the run fails", red=True
+        )
+        for nodeid in _skipped:
+            terminalreporter.write_line(f"  skipped: {nodeid}", red=True)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _skipped and os.environ.get(FAIL_ON_SKIP_ENV) and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:

@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+import websockets
 from pydantic import ValidationError
 
 from ingest.checkpoint import CheckpointStore
@@ -595,12 +596,6 @@ def test_mastodon_streaming_delivers_updates_once(mastodon: MastodonFake) -> Non
 # -- Bluesky (Jetstream) -----------------------------------------------------------------------
 
 
-try:
-    import websockets
-except ImportError:  # optional until it is in pyproject; the other connectors still get tested
-    websockets = None
-
-needs_websockets = pytest.mark.skipif(websockets is None, reason="the bluesky connector needs websockets")
 
 
 def jetstream_post(time_us: int, rkey: str, text: str | None, *, operation: str = "create") -> dict[str, Any]:
@@ -680,7 +675,6 @@ def read_until(source: Any, count: int, seconds: float = 5.0) -> list[RawItem]:
     return items
 
 
-@needs_websockets
 def test_bluesky_filters_the_firehose_and_resumes_from_time_us(jetstream: JetstreamFake) -> None:
     from ingest.bluesky import BlueskySource
 
@@ -750,7 +744,6 @@ def test_bluesky_filters_the_firehose_and_resumes_from_time_us(jetstream: Jetstr
     assert resumed.checkpoint()["cursor"] == t + 10
 
 
-@needs_websockets
 def test_bluesky_refused_handshake_waits_for_retry_after(jetstream: JetstreamFake) -> None:
     from ingest.bluesky import BlueskySource
 

@@ -10,6 +10,7 @@ rules: test_prometheus_rules.py; the compose stack: test_stack.py.
 from __future__ import annotations
 
 import json
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import random
 import re
 import urllib.request
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+from alerting.detector import NEGATIVE_SPIKE
 from moodwire import counting, store_schema
 from moodwire.config import load_settings
 from moodwire.labels import EMOTION_LABELS, POLARITY_LABELS
@@ -149,13 +151,13 @@ def scored_stream(now: datetime | None = None, seed: int = 6) -> Stream:
 
     fired = now - timedelta(minutes=30)
     evidence = json.dumps({"examples": [posts[-4].post.id]})
-    alert = ("alert-ba-1", "episode-ba-1", SPIKE_SYMBOL, "negative_spike", "critical")
+    alert = ("alert-ba-1", "episode-ba-1", SPIKE_SYMBOL, NEGATIVE_SPIKE, "critical")
     stats = (fired, 41.5, 1e-9, 10, 24, 20, 20 / 24, 0.2, evidence)
     alerts = [
         (*alert, "firing", *stats, fired),
         (*alert, "resolved", *stats, fired + timedelta(minutes=20)),
         # Older than the dashboards' range: must not show.
-        ("alert-aapl-0", "episode-aapl-0", "AAPL", "negative_spike", "warning", "firing",
+        ("alert-aapl-0", "episode-aapl-0", "AAPL", NEGATIVE_SPIKE, "warning", "firing",
          now - timedelta(hours=20), 9.0, 1e-5, 10, 15, 9, 0.6, 0.2, "{}", now - timedelta(hours=20)),
     ]
     deliveries = [
@@ -355,7 +357,7 @@ def _check(results: dict[str, QueryResult], stream: Stream) -> None:
     baseline = {r["symbol"]: r["baseline_share"] for r in results["Negative share against baseline"].dicts()}
     assert all(0.05 < share < 0.5 for share in baseline.values()), baseline
     annotations = results["annotation Alerts"].dicts()
-    assert len(annotations) == 1 and annotations[0]["text"].startswith("BA negative_spike (critical)")
+    assert len(annotations) == 1 and annotations[0]["text"].startswith(f"BA {NEGATIVE_SPIKE} (critical)")
     assert results["Alerts fired"].rows == [(1,)]
     outcomes = {r["channel"]: r["outcome"] for r in results["Recent alert deliveries"].dicts()}
     assert outcomes == {"webhook": "sent", "email": "failed"}
@@ -381,40 +383,61 @@ def test_panel_sql_on_chdb(tmp_path: Path, stream: Stream) -> None:
 # ------------------------------------------------------------------------------ metrics
 
 
-def _exercise_metrics() -> None:
-    from moodwire import metrics
+class _Hook(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(204)
+        self.end_headers()
 
-    metrics.POSTS_INGESTED.labels("rss").inc()
-    metrics.POSTS_DUPLICATE.labels("rss", "id").inc()
-    metrics.POSTS_REJECTED.labels("ingest", "text").inc()
-    metrics.POSTS_SCORED.labels("test-model").inc(3)
-    metrics.BATCH_SIZE.observe(3)
-    metrics.BATCH_SECONDS.observe(0.2)
-    metrics.INFERENCE_SECONDS.observe(0.1)
-    metrics.EXECUTION_PROVIDER.labels("CPUExecutionProvider", "test-model").set(1)
-    metrics.CONSUMER_LAG.labels("posts", "0").set(0)
-    metrics.STORE_INSERT_SECONDS.observe(0.01)
-    metrics.STORE_INSERT_FAILURES.inc()
-    metrics.DEAD_LETTERS.labels("ingest").inc()
-    metrics.ALERTS_FIRED.labels("negative_spike", "critical").inc()
-    metrics.ALERTS_SENT.labels("webhook").inc()
-    metrics.ALERTS_FAILED.labels("email").inc()
-    metrics.ALERT_RUN_SECONDS.observe(0.05)
-    metrics.LAST_SUCCESS.labels("scorer").set(1.0)
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
 
 
-def served_metric_names() -> set[str]:
-    from moodwire.metrics import HealthState, serve_metrics
+def served_metric_names(tmp_path: Path) -> set[str]:
+    """What a real `moodwire run` serves on /metrics once it has ingested, scored, dead-lettered,
+    dropped a duplicate, fired an alert and delivered it: nothing here increments a metric itself."""
+    import os
+    import signal
+    import sys
+    import threading
+    import time
 
-    _exercise_metrics()
+    from moodwire.app import bundled_sample
+
+    lines = bundled_sample().read_text(encoding="utf-8").splitlines()
+    lines += ["{not json", lines[5]]  # a line to dead-letter and a post sent twice
+    source = tmp_path / "stream.jsonl"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
     port = free_port()
-    server = serve_metrics(port, HealthState(), host="127.0.0.1")
+    env = {
+        **os.environ,
+        "MOODWIRE_DATA_DIR": str(tmp_path / "data"),
+        "MOODWIRE_METRICS_PORT": str(port),
+        "MOODWIRE_QUERY_PORT": "0",
+        "MOODWIRE_ALERT_INTERVAL_S": "5",
+        "MOODWIRE_WEBHOOK_URL": f"http://127.0.0.1:{hook.server_address[1]}/hook",
+    }
+    run = subprocess.Popen(
+        [sys.executable, "-m", "moodwire.cli", "run", "--input", str(source), "--rate", "1000"],
+        env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "run.log").open("wb"),
+    )
+    text = ""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-            text = response.read().decode("utf-8")
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and 'moodwire_alerts_sent_total{channel="webhook"} 1.0' not in text:
+            time.sleep(1)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+                    text = response.read().decode("utf-8")
+            except OSError:
+                continue
     finally:
-        server.shutdown()
-        server.server_close()
+        run.send_signal(signal.SIGTERM)
+        run.wait(timeout=60)
+        hook.shutdown()
+    assert 'moodwire_alerts_sent_total{channel="webhook"} 1.0' in text, (tmp_path / "run.log").read_text()[-3000:]
     return {line.split("{", 1)[0].split(" ", 1)[0] for line in text.splitlines() if line and not line.startswith("#")}
 
 
@@ -426,8 +449,8 @@ _PROMQL_WORDS = {
 }
 
 
-def test_every_metric_a_dashboard_or_rule_uses_is_served() -> None:
-    served = served_metric_names()
+def test_every_metric_a_dashboard_or_rule_uses_is_served(tmp_path: Path) -> None:
+    served = served_metric_names(tmp_path)
     expressions = prometheus_expressions()
     assert len(expressions) >= 15
     used: set[str] = set()

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from alerting.detector import NEGATIVE_SPIKE
 from moodwire.config import load_settings
 from moodwire.query_server import QueryServer
 from moodwire.report import AlertMark, NegativePost, ReportData, SymbolSeries, collect, render_html
@@ -159,7 +160,7 @@ def test_report_through_the_running_process_renders_in_chromium(tmp_path: Path, 
     check_standalone(page)
     assert page.count('<svg xmlns="http://www.w3.org/2000/svg" class="chart"') == len(SYMBOLS)
     assert page.index('id="sym-BA"') < page.index('id="sym-AAPL"'), "the alerted symbol comes first"
-    assert page.count('<g class="alert">') == 1 and f"{SPIKE_SYMBOL} negative_spike (critical)" in page
+    assert page.count('<g class="alert">') == 1 and f"{SPIKE_SYMBOL} {NEGATIVE_SPIKE} (critical)" in page
     # Post text is shown as text, never as markup; each replayed post is listed once.
     assert "&lt;b&gt;shares&lt;/b&gt; &amp; outlook" in page and "<b>shares" not in page
     links = re.findall(r'<a href="(https://news\.example\.com/[^"]+)"', page)
@@ -240,7 +241,7 @@ def test_untrusted_text_and_links_stay_inert() -> None:
         end=now,
         step_s=60,
         series=[SymbolSeries("BA", {at - at % 60: (3, 2, 1)})],
-        alerts=[AlertMark(at, "BA", "negative_spike", "warning", 3, 2, 0.66, 0.2)],
+        alerts=[AlertMark(at, "BA", NEGATIVE_SPIKE, "warning", 3, 2, 0.66, 0.2)],
         posts=[
             NegativePost(at, "BA", "rss", -0.9, "fear", '<script>alert("x")</script>', "javascript:alert(1)"),
             NegativePost(at, "BA", "rss", -0.8, "anger", "fine", 'https://example.com/?a="b"'),

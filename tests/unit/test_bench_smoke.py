@@ -82,7 +82,6 @@ def test_classify_bench_compares_from_outside(tmp_path: Path, stand_in_model: Pa
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(shutil.which("clickhouse-server") is None, reason="clickhouse-server not installed")
 def test_e2e_bench_broker_to_clickhouse(tmp_path: Path) -> None:
     from bench import e2e_bench
 

@@ -22,7 +22,7 @@ from moodwire.bus import TopicPartition
 from moodwire.config import load_settings
 from moodwire.schema import ScoredPost
 from moodwire.store import QueryResult, StoreUnavailable
-from scorer.service import ScorerService
+from scorer.service import ScorerService, ScorerSettings
 from tests.unit.test_scorer_service import Events, FakeConsumer, FakeProducer, FakeScorer, FakeStore, posts
 
 
@@ -36,9 +36,11 @@ def lag(topic: str = "posts", partition: str = "0") -> float | None:
 
 def scorer(tmp_path: Path, values: list[bytes], store: Any = None) -> tuple[ScorerService, FakeConsumer]:
     events = Events()
-    settings = load_settings(data_dir=tmp_path, batch_max_size=8, batch_max_wait_ms=1)
+    settings = load_settings(data_dir=tmp_path, batch_max_size=8, batch_max_wait_ms=1, store_retry_interval_s=0.01)
     consumer = FakeConsumer(values, events, threading.Event())
-    service = ScorerService(settings, consumer, FakeProducer(events), store or FakeStore(events), FakeScorer(events))  # type: ignore[arg-type]
+    service = ScorerService(
+        ScorerSettings.from_settings(settings), consumer, FakeProducer(events), store or FakeStore(events), FakeScorer(events)  # type: ignore[arg-type]
+    )
     return service, consumer
 
 
@@ -67,7 +69,8 @@ def test_lag_drops_the_partitions_a_rebalance_took_away(tmp_path: Path) -> None:
     events = Events()
     consumer = TwoPartitionConsumer([], events, threading.Event())
     service = ScorerService(
-        load_settings(data_dir=tmp_path, batch_max_wait_ms=1), consumer, FakeProducer(events), FakeStore(events), FakeScorer(events)  # type: ignore[arg-type]
+        ScorerSettings.from_settings(load_settings(data_dir=tmp_path, batch_max_wait_ms=1)),
+        consumer, FakeProducer(events), FakeStore(events), FakeScorer(events),  # type: ignore[arg-type]
     )
     service.poll_batch(threading.Event())
     assert lag(partition="1") == 5

@@ -356,10 +356,12 @@ def normalizer() -> Any:
 
 def check_outcome(outcome: Any) -> None:
     from ingest.normalize import Accepted, Duplicate, Rejected
+    from moodwire.dead_letters import OversizedOriginal
 
     assert isinstance(outcome, (Accepted, Duplicate, Rejected))
     if isinstance(outcome, Rejected):
-        assert isinstance(outcome.raw, bytes)
+        # an item over the size limit is kept as its head, size and hash, never whole
+        assert isinstance(outcome.raw, (bytes, OversizedOriginal))
         assert isinstance(outcome.reason, str) and outcome.reason.strip()
     if isinstance(outcome, Accepted):
         assert_clean(outcome.post)

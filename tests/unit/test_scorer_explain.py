@@ -10,9 +10,6 @@ import pytest
 from scorer import model_files
 from scorer.runtime import OnnxScorer, default_model_dir
 
-pytestmark = pytest.mark.skipif(
-    not (default_model_dir() / model_files.MODEL_FILE).is_file(), reason="no shipped model"
-)
 
 
 def test_explain_shape_and_words() -> None:

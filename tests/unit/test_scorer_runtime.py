@@ -15,9 +15,6 @@ from scorer import model_files
 from scorer.runtime import OnnxScorer, Prediction, default_model_dir
 
 MODEL_DIR = default_model_dir()
-pytestmark = pytest.mark.skipif(
-    not (MODEL_DIR / model_files.MODEL_FILE).is_file(), reason=f"no model at {MODEL_DIR}"
-)
 
 TEXTS = [
     "$NVDA calls printing again, up 40% since friday",

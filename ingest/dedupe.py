@@ -57,7 +57,7 @@ def _fingerprint(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
-class Duplicate(StrEnum):
+class DuplicateKind(StrEnum):
     NEW = "new"
     SAME_ID = "same_id"  # this post again: drop it, it is already counted
     # An id already sent, with another text: dropped too (the id is counted once), but the copy
@@ -105,7 +105,7 @@ class ExactDeduper:
         self._ids: _LRUMap[str, bytes] = _LRUMap(max_items)
         self._texts: _LRUMap[bytes, None] = _LRUMap(max_items)
 
-    def check(self, post_id: str, text: str) -> Duplicate:
+    def check(self, post_id: str, text: str) -> DuplicateKind:
         """Classify the post and remember it. An id keeps the text it was first seen with."""
         key = _text_key(text)
         text_seen = key is not None and key in self._texts
@@ -114,8 +114,8 @@ class ExactDeduper:
         fingerprint = _fingerprint(text)
         first_seen_as = self._ids.remember(post_id, fingerprint)
         if first_seen_as is not None:
-            return Duplicate.SAME_ID if first_seen_as == fingerprint else Duplicate.SAME_ID_DIFFERENT_TEXT
-        return Duplicate.SAME_TEXT if text_seen else Duplicate.NEW
+            return DuplicateKind.SAME_ID if first_seen_as == fingerprint else DuplicateKind.SAME_ID_DIFFERENT_TEXT
+        return DuplicateKind.SAME_TEXT if text_seen else DuplicateKind.NEW
 
     def __len__(self) -> int:
         return len(self._ids)

@@ -20,8 +20,7 @@ from moodwire.schema import (
     validate_post,
 )
 
-from ingest.dedupe import Duplicate as DuplicateKind
-from ingest.dedupe import ExactDeduper, NearDuplicateIndex
+from ingest.dedupe import DuplicateKind, ExactDeduper, NearDuplicateIndex
 from ingest.sources import RawItem, dump_json, too_large
 from ingest.spam import SpamDetector
 from ingest.tickers import SymbolLinker, SymbolTable

@@ -167,8 +167,7 @@ class ServerStore:
         self._flavour: store_schema.Flavour | None = None
 
     def _execute(self, sql: str, params: Any = None, *, analyst: bool = False, **kwargs: Any) -> Any:
-        from clickhouse_driver.errors import Error as DriverError
-        from clickhouse_driver.errors import ServerException
+        from clickhouse_driver.errors import NetworkError, ServerException, SocketTimeoutError, UnexpectedPacketFromServerError
 
         client, lock = (self._analyst, self._analyst_lock) if analyst else (self._client, self._lock)
         with lock:
@@ -176,10 +175,14 @@ class ServerStore:
                 return client.execute(sql, params, **kwargs)
             except ServerException as exc:
                 raise classify(exc.code, str(exc)) from None
-            except (DriverError, ConnectionError, OSError, EOFError) as exc:
+            except (NetworkError, SocketTimeoutError, UnexpectedPacketFromServerError, ConnectionError, OSError, EOFError) as exc:
                 # Network errors, timeouts, a connection cut mid-answer: reconnect on the next call.
                 client.disconnect()
                 raise StoreUnavailable(f"ClickHouse server unreachable: {type(exc).__name__}: {exc}") from None
+            except Exception as exc:  # noqa: BLE001 - the driver could not encode a value: the rows' fault
+                # The connection may be mid-packet: start the next call on a fresh one.
+                client.disconnect()
+                raise StoreError(f"ClickHouse client refused the data: {type(exc).__name__}: {exc}"[:500]) from None
 
     @property
     def flavour(self) -> store_schema.Flavour:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ingest.dedupe import Duplicate, ExactDeduper, NearDuplicateIndex, normalize_text, shingles
+from ingest.dedupe import DuplicateKind, ExactDeduper, NearDuplicateIndex, normalize_text, shingles
 
 T0 = datetime(2026, 3, 2, 14, 30, tzinfo=timezone.utc)
 
@@ -43,40 +43,40 @@ def test_shingles() -> None:
 
 def test_exact_new_same_id_same_text() -> None:
     dedupe = ExactDeduper()
-    assert dedupe.check("rss:1", "Apple beats estimates") is Duplicate.NEW
-    assert dedupe.check("rss:1", "Apple beats estimates") is Duplicate.SAME_ID
-    assert dedupe.check("reddit:9", "APPLE beats estimates!  https://t.co/x") is Duplicate.SAME_TEXT
-    assert dedupe.check("reddit:9", "APPLE beats estimates!  https://t.co/x") is Duplicate.SAME_ID  # now known
-    assert dedupe.check("rss:2", "Apple misses estimates") is Duplicate.NEW
+    assert dedupe.check("rss:1", "Apple beats estimates") is DuplicateKind.NEW
+    assert dedupe.check("rss:1", "Apple beats estimates") is DuplicateKind.SAME_ID
+    assert dedupe.check("reddit:9", "APPLE beats estimates!  https://t.co/x") is DuplicateKind.SAME_TEXT
+    assert dedupe.check("reddit:9", "APPLE beats estimates!  https://t.co/x") is DuplicateKind.SAME_ID  # now known
+    assert dedupe.check("rss:2", "Apple misses estimates") is DuplicateKind.NEW
 
 
 def test_exact_same_id_with_another_text_is_told_apart_and_the_id_keeps_its_first_text() -> None:
     dedupe = ExactDeduper()
-    assert dedupe.check("rss:1", "Apple beats estimates") is Duplicate.NEW
-    assert dedupe.check("rss:1", "a different text, same id") is Duplicate.SAME_ID_DIFFERENT_TEXT
-    assert dedupe.check("rss:1", "Apple beats estimates") is Duplicate.SAME_ID
-    assert dedupe.check("rss:1", "a different text, same id") is Duplicate.SAME_ID_DIFFERENT_TEXT
+    assert dedupe.check("rss:1", "Apple beats estimates") is DuplicateKind.NEW
+    assert dedupe.check("rss:1", "a different text, same id") is DuplicateKind.SAME_ID_DIFFERENT_TEXT
+    assert dedupe.check("rss:1", "Apple beats estimates") is DuplicateKind.SAME_ID
+    assert dedupe.check("rss:1", "a different text, same id") is DuplicateKind.SAME_ID_DIFFERENT_TEXT
     # The same words are not the same text: the copy that was dropped differs, so it is reported.
-    assert dedupe.check("rss:1", "Apple beats estimates!") is Duplicate.SAME_ID_DIFFERENT_TEXT
+    assert dedupe.check("rss:1", "Apple beats estimates!") is DuplicateKind.SAME_ID_DIFFERENT_TEXT
 
 
 def test_exact_texts_without_words_are_not_all_the_same() -> None:
     dedupe = ExactDeduper()
-    assert dedupe.check("a", "🚀🚀🚀") is Duplicate.NEW
-    assert dedupe.check("b", "🚀🚀🚀") is Duplicate.NEW
-    assert dedupe.check("c", "https://example.com/x") is Duplicate.NEW
-    assert dedupe.check("d", "https://example.com/x") is Duplicate.SAME_TEXT
+    assert dedupe.check("a", "🚀🚀🚀") is DuplicateKind.NEW
+    assert dedupe.check("b", "🚀🚀🚀") is DuplicateKind.NEW
+    assert dedupe.check("c", "https://example.com/x") is DuplicateKind.NEW
+    assert dedupe.check("d", "https://example.com/x") is DuplicateKind.SAME_TEXT
 
 
 def test_exact_memory_is_bounded_lru() -> None:
     dedupe = ExactDeduper(max_items=2)
-    assert dedupe.check("1", "one") is Duplicate.NEW
-    assert dedupe.check("2", "two") is Duplicate.NEW
-    assert dedupe.check("1", "one") is Duplicate.SAME_ID      # 1 is now the most recent
-    assert dedupe.check("3", "three") is Duplicate.NEW        # evicts 2, the least recent
+    assert dedupe.check("1", "one") is DuplicateKind.NEW
+    assert dedupe.check("2", "two") is DuplicateKind.NEW
+    assert dedupe.check("1", "one") is DuplicateKind.SAME_ID      # 1 is now the most recent
+    assert dedupe.check("3", "three") is DuplicateKind.NEW        # evicts 2, the least recent
     assert len(dedupe) == 2
-    assert dedupe.check("1", "one") is Duplicate.SAME_ID
-    assert dedupe.check("2", "two") is Duplicate.NEW          # forgotten: id and text
+    assert dedupe.check("1", "one") is DuplicateKind.SAME_ID
+    assert dedupe.check("2", "two") is DuplicateKind.NEW          # forgotten: id and text
 
 
 def test_exact_rejects_empty_memory() -> None:

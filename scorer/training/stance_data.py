@@ -23,8 +23,14 @@ from moodwire.schema import SYMBOL_RE
 
 REPO = Path(__file__).resolve().parents[2]
 STANCE_DIR = REPO / "data" / "stance"
-# The batch written last and never looked at while tuning: evaluation only.
+# Batches written last and never looked at while tuning: evaluation only. batch_final.jsonl was
+# written after batches a-f; batch_final2.jsonl after g-j, by another author.
 FINAL_BATCH = "batch_final.jsonl"
+FINAL_BATCH_GLOB = "batch_final*.jsonl"
+
+
+def is_final(path: Path) -> bool:
+    return path.match(FINAL_BATCH_GLOB)
 
 KINDS = ("post", "headline")
 REGISTERS = ("stocktwits", "reddit", "fintwit", "wire", "analyst", "forum", "newsletter", "chat")
@@ -138,7 +144,7 @@ def load_batches(directory: Path = STANCE_DIR, *, include_final: bool = False) -
     seen_ids: set[str] = set()
     seen_texts: set[str] = set()
     for path in sorted(directory.glob("batch_*.jsonl")):
-        if path.name == FINAL_BATCH and not include_final:
+        if is_final(path) and not include_final:
             continue
         for row in load_file(path)[0]:
             key = " ".join(row.text.lower().split())
@@ -150,8 +156,9 @@ def load_batches(directory: Path = STANCE_DIR, *, include_final: bool = False) -
     return rows
 
 
-def load_final(directory: Path = STANCE_DIR) -> list[StanceRow]:
-    path = directory / FINAL_BATCH
+def load_final(directory: Path = STANCE_DIR, name: str = FINAL_BATCH) -> list[StanceRow]:
+    """One evaluation-only batch (batch_final.jsonl by default; batch_final2.jsonl was written last)."""
+    path = directory / name
     return load_file(path)[0] if path.is_file() else []
 
 

@@ -1,4 +1,5 @@
-"""The network: one transformer encoder, mean pooling, two linear heads; and its checkpoint format."""
+"""The network: one transformer encoder, mean pooling, two linear heads, an optional per-ticker
+stance head; and its checkpoint format."""
 
 from __future__ import annotations
 
@@ -37,20 +38,81 @@ def resolve_base(base_model: str) -> Path:
     )
 
 
+STANCE_POOLINGS = ("span", "span_attention")
+
+
+class StanceHead(nn.Module):
+    """Per-ticker stance from the encoder's token states, in the same forward pass.
+
+    For each target, its mention tokens (target_mask [batch, targets, seq], 1.0 on the tokens of
+    that ticker's mentions) are mean-pooled into a span vector. "span" pooling classifies
+    [span; sentence; span * sentence]; "span_attention" also lets the span vector attend over
+    the post's tokens (one head), so the words that bear on this ticker ("puts on", "upgraded")
+    can weigh more than the post's overall tone: [span; attended; sentence]. A target with no
+    mention tokens gets a zero span vector; its logits are meaningless and callers ignore them.
+    """
+
+    def __init__(self, hidden: int, pooling: str = "span_attention", dropout: float = 0.1) -> None:
+        super().__init__()
+        if pooling not in STANCE_POOLINGS:
+            raise ValueError(f"stance pooling must be one of {STANCE_POOLINGS}, not {pooling!r}")
+        self.pooling = pooling
+        if pooling == "span_attention":
+            self.query = nn.Linear(hidden, hidden)
+            self.key = nn.Linear(hidden, hidden)
+            self.scale = float(hidden) ** -0.5
+        self.dropout = nn.Dropout(dropout)
+        self.hidden = nn.Linear(3 * hidden, hidden)
+        self.out = nn.Linear(hidden, len(POLARITY_LABELS))
+
+    def forward(
+        self, states: torch.Tensor, attention_mask: torch.Tensor, sentence: torch.Tensor, target_mask: torch.Tensor
+    ) -> torch.Tensor:
+        target_mask = target_mask.to(states.dtype)
+        counts = target_mask.sum(dim=-1, keepdim=True).clamp(min=1.0)
+        span = torch.matmul(target_mask, states) / counts  # [batch, targets, hidden]
+        context = sentence.unsqueeze(1).expand_as(span)
+        if self.pooling == "span_attention":
+            scores = torch.matmul(self.query(span), self.key(states).transpose(1, 2)) * self.scale
+            pad = (attention_mask[:, None, :] == 0).to(states.dtype) * -1e4
+            attended = torch.matmul(torch.softmax(scores + pad, dim=-1), states)
+            features = torch.cat([span, attended, context], dim=-1)
+        else:
+            features = torch.cat([span, context, span * context], dim=-1)
+        hidden = nn.functional.gelu(self.hidden(self.dropout(features)))
+        return self.out(self.dropout(hidden))
+
+
 class SentimentModel(nn.Module):
-    """Encoder -> masked mean pooling -> (polarity logits, emotion logits).
+    """Encoder -> masked mean pooling -> (polarity logits, emotion logits), and with a stance
+    head, stance logits per ticker from the same token states.
 
     Mean pooling is what all-MiniLM-L6-v2 was trained with, so its sentence space is already
     meaningful before fine-tuning and the heads start from a good place.
     """
 
-    def __init__(self, encoder: nn.Module, dropout: float = 0.1) -> None:
+    def __init__(self, encoder: nn.Module, dropout: float = 0.1, stance_pooling: str | None = None) -> None:
         super().__init__()
         self.encoder = encoder
         hidden = int(encoder.config.hidden_size)
         self.dropout = nn.Dropout(dropout)
         self.polarity_head = nn.Linear(hidden, len(POLARITY_LABELS))
         self.emotion_head = nn.Linear(hidden, len(EMOTION_LABELS))
+        self.stance_head = StanceHead(hidden, stance_pooling, dropout) if stance_pooling else None
+
+    @property
+    def stance_pooling(self) -> str | None:
+        return self.stance_head.pooling if self.stance_head is not None else None
+
+    def _encode(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        states = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(states.dtype)
+        pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return states, pooled
 
     def forward(
         self,
@@ -58,13 +120,24 @@ class SentimentModel(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.encoder(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-        ).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        _, pooled = self._encode(input_ids, attention_mask, token_type_ids)
         pooled = self.dropout(pooled)
         return self.polarity_head(pooled), self.emotion_head(pooled)
+
+    def forward_targets(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None,
+        target_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(polarity [batch, 3], emotion [batch, 7], stance [batch, targets, 3]) in one pass."""
+        if self.stance_head is None:
+            raise ValueError("this model has no stance head")
+        states, pooled = self._encode(input_ids, attention_mask, token_type_ids)
+        stance = self.stance_head(states, attention_mask, pooled, target_mask)
+        pooled = self.dropout(pooled)
+        return self.polarity_head(pooled), self.emotion_head(pooled), stance
 
 
 def _encoder_from_config(config_dir: Path, attn_implementation: str) -> nn.Module:
@@ -74,8 +147,11 @@ def _encoder_from_config(config_dir: Path, attn_implementation: str) -> nn.Modul
     return AutoModel.from_config(config, attn_implementation=attn_implementation, add_pooling_layer=False)
 
 
-def build_model(base_model: str = DEFAULT_BASE, seed: int = 0, attn_implementation: str = "sdpa") -> SentimentModel:
-    """Pretrained encoder + freshly initialised heads (seeded, so two builds are identical)."""
+def build_model(
+    base_model: str = DEFAULT_BASE, seed: int = 0, attn_implementation: str = "sdpa", stance_pooling: str | None = None
+) -> SentimentModel:
+    """Pretrained encoder + freshly initialised heads (seeded, so two builds are identical);
+    a stance head too when stance_pooling names one of STANCE_POOLINGS."""
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
@@ -86,7 +162,7 @@ def build_model(base_model: str = DEFAULT_BASE, seed: int = 0, attn_implementati
         str(base_dir), attn_implementation=attn_implementation, add_pooling_layer=False
     )
     torch.manual_seed(seed)
-    return SentimentModel(encoder)
+    return SentimentModel(encoder, stance_pooling=stance_pooling)
 
 
 @dataclass(frozen=True)
@@ -94,6 +170,7 @@ class CheckpointInfo:
     base_model: str
     max_length: int
     model_version: str
+    stance_pooling: str | None = None
 
 
 def save_checkpoint(model: SentimentModel, dest: Path, info: CheckpointInfo, tokenizer_source: Path) -> Path:
@@ -105,7 +182,8 @@ def save_checkpoint(model: SentimentModel, dest: Path, info: CheckpointInfo, tok
         shutil.copyfile(tokenizer_source, dest / TOKENIZER_FILE)
     (dest / CHECKPOINT_META).write_text(
         json.dumps(
-            {"base_model": info.base_model, "max_length": info.max_length, "model_version": info.model_version},
+            {"base_model": info.base_model, "max_length": info.max_length, "model_version": info.model_version,
+             "stance_pooling": info.stance_pooling},
             indent=2,
         )
         + "\n",
@@ -118,9 +196,12 @@ def load_checkpoint(src: Path, attn_implementation: str = "eager") -> tuple[Sent
     """Rebuild the network from a checkpoint dir; eager attention by default, as ONNX export wants."""
     raw = json.loads((src / CHECKPOINT_META).read_text(encoding="utf-8"))
     info = CheckpointInfo(
-        base_model=str(raw["base_model"]), max_length=int(raw["max_length"]), model_version=str(raw["model_version"])
+        base_model=str(raw["base_model"]),
+        max_length=int(raw["max_length"]),
+        model_version=str(raw["model_version"]),
+        stance_pooling=raw.get("stance_pooling"),
     )
-    model = SentimentModel(_encoder_from_config(src, attn_implementation))
+    model = SentimentModel(_encoder_from_config(src, attn_implementation), stance_pooling=info.stance_pooling)
     state = torch.load(src / CHECKPOINT_WEIGHTS, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     model.eval()

@@ -8,7 +8,10 @@ the model needs the characters that refer to each one. For each requested symbol
 2. literal occurrences: `$SYM` in any case, `SYM` as written (two characters or more), and the
    same for the listing's base and punctuation variants (`IAG.L` -> `IAG`, `BRK.B` -> `BRK-B`);
 3. the table's own names and aliases for that symbol, case as written, without the linker's
-   context rule (the symbol was asked for, so "Delta" next to DAL needs no market words);
+   context rule (the symbol was asked for, so "Delta" next to DAL needs no market words), and
+   their short form: the first distinctive word ("Abbott" for Abbott Laboratories, "Santander"
+   for Banco Santander, "Freeport" for Freeport McMoRan) when it is that one company's, which is
+   how posts name a company;
 4. only when 1-3 found nothing: the symbol in lower case as a word ("nvda", "btc"; three
    characters or more), which is how chat and StockTwits posts often write tickers.
 
@@ -32,6 +35,35 @@ _BEFORE = r"(?<![\w$&\-/.])"
 _AFTER = r"(?![\w&\-/]|\.[A-Za-z0-9])"
 _MIN_BARE = 2
 _MIN_LOWER = 3
+# First words of company names that do not name a company on their own.
+_GENERIC_WORDS = frozenset(
+    "The First American General United National International Global Bank Banco Banque New Southern Northern "
+    "Western Eastern Royal China Japan Deutsche Central Pacific Atlantic Capital Digital Energy Health Home Life "
+    "Real Universal World Advanced Applied Standard Union Public Great Credit Crédit Federal Mid "
+    "Old Community Citizens Banc Investors Smith West East North South Texas Simon Iron Air Sun Blue Green "
+    "Taiwan Korea India Hong Canadian British European Swiss German French Dutch Italian Spanish Australian "
+    "Scottish Irish Dollar Hotel Hotels Power Gold Silver Oil Gas Steel Water Food Foods Second Third Fourth "
+    "Fifth Martin".split()
+)
+_PREFIX_WORDS = frozenset({"The", "Banco", "Banque", "Grupo", "Groupe", "Compagnie"})
+_NAME_WORD = re.compile(r"[^\s/,]+")
+
+
+def short_names(name: str) -> list[str]:
+    """The first distinctive word of a company name: "Abbott Laboratories" -> Abbott, "The Travelers
+    Companies" -> Travelers, "Banco Santander" -> Santander, "KLA Corporation" -> KLA; [] for a
+    one-word name (it is its own short form) or a generic first word ("General Motors",
+    "American Airlines": only the full name is specific)."""
+    words = _NAME_WORD.findall(name)
+    if len(words) < 2:
+        return []
+    if words[0] in _PREFIX_WORDS:
+        words = words[1:]  # "Banco Santander" is Santander
+    if not words or words[0] in _GENERIC_WORDS:
+        return []
+    first = words[0].rstrip(".'")
+    distinctive = (len(first) >= 4 and first[0].isupper()) or (len(first) >= 2 and first.isupper())
+    return [first] if distinctive else []
 
 
 def _variants(symbol: str) -> list[str]:
@@ -50,9 +82,24 @@ class MentionFinder:
 
     def __init__(self, linker: SymbolLinker) -> None:
         self.linker = linker
-        names: dict[str, list[str]] = {}
-        for alias, symbol in [*linker.table.aliases.items(), *linker.table.context_aliases.items()]:
-            names.setdefault(symbol, []).append(alias)
+        table = linker.table
+        names: dict[str, set[str]] = {}
+        for alias, symbol in [*table.aliases.items(), *table.context_aliases.items()]:
+            names.setdefault(symbol, set()).add(alias)
+        for symbol, info in table.symbols.items():
+            if info.name:
+                names.setdefault(symbol, set()).add(info.name)
+        # A short form counts only where it is one company's: "GE" (GE Vernova) is GE's ticker,
+        # "Siemens" (Siemens Energy) is Siemens AG's name, "Dollar" is two retailers'.
+        owners: dict[str, set[str]] = {}
+        for symbol, full in names.items():
+            for name in full:
+                for short in short_names(name):
+                    owners.setdefault(short, set()).add(symbol)
+        taken = {*table.aliases, *table.context_aliases, *table.symbols}
+        for short, symbols in owners.items():
+            if len(symbols) == 1 and short not in taken:
+                names[next(iter(symbols))].add(short)
         self._names = names
         self._literal_regex = lru_cache(maxsize=4096)(self._compile_literal)
         self._lower_regex = lru_cache(maxsize=4096)(self._compile_lower)

@@ -34,13 +34,15 @@ class TrainingArguments:
     emotion_loss_weight: float = 1.0
     stance_loss_weight: float = 1.0
 
-    # Per-ticker stance head: "span_attention" or "span" (see modeling.StanceHead); None = no head.
-    stance_pooling: str | None = "span_attention"
+    # Per-ticker stance head: "local", "span_attention" or "span" (see modeling.StanceHead); None = no head.
+    stance_pooling: str | None = "local"
     # Where training reads each target's tokens: "finder" (the run-time span finder) or "labels"
     # (the labelled mentions). Validation always uses the finder.
     stance_spans: str = "finder"
     # Chance that a stance row's tickers are swapped for other companies, drawn anew each epoch.
     symbol_swap_prob: float = 0.5
+    # Two-ticker posts stitched from pairs of single-ticker rows, per epoch (stance loss only).
+    composed_per_epoch: int = 0
     # Inverse-frequency class weights, softened by this power (0 = off, 1 = full inverse frequency).
     class_weight_power: float = 0.5
     # The hand-labelled financial rows are few and are what the product is about: each epoch

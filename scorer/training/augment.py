@@ -111,3 +111,30 @@ def swap_symbols(
         for target, pick, found in zip(example.targets, picks, mentions)
     )
     return replace(example, text="".join(pieces), targets=targets)
+
+
+# How two posts are joined into one: as people chain thoughts in one post or chat message.
+_JOINS = (" ", ". ", "; ", " // ", " | ", "\n", " also ", " meanwhile ")
+
+
+def composable(rows: Sequence[Example], max_chars: int = 160) -> list[Example]:
+    """Rows that can be half of a composed post: one ticker, short enough that two fit in the
+    model's window."""
+    return [r for r in rows if r.targets and len(r.targets) == 1 and len(r.text) <= max_chars]
+
+
+def compose(first: Example, second: Example, rng: random.Random) -> Example | None:
+    """Two single-ticker rows as one post about two tickers, each keeping its own stance (its
+    words did not change, only what stands next to them). The pair has no post-level label (the
+    tone of two stitched posts is nobody's call), so it trains the stance head only. None when
+    the two are about the same ticker or one names the other's."""
+    (a,), (b,) = first.targets or (), second.targets or ()
+    if a.symbol == b.symbol or any(m in first.text for m in b.mentions) or any(m in second.text for m in a.mentions):
+        return None
+    return Example(
+        id=f"{first.id}+{second.id}",
+        text=first.text + rng.choice(_JOINS) + second.text,
+        origin="composed",
+        kind="post",
+        targets=(a, b),
+    )

@@ -38,29 +38,43 @@ def resolve_base(base_model: str) -> Path:
     )
 
 
-STANCE_POOLINGS = ("span", "span_attention")
+STANCE_POOLINGS = ("local", "span_attention", "span")
+# Tokens within this many positions of a mention token form the ticker's local context.
+LOCAL_WINDOW = 5
 
 
 class StanceHead(nn.Module):
     """Per-ticker stance from the encoder's token states, in the same forward pass.
 
     For each target, its mention tokens (target_mask [batch, targets, seq], 1.0 on the tokens of
-    that ticker's mentions) are mean-pooled into a span vector. "span" pooling classifies
-    [span; sentence; span * sentence]; "span_attention" also lets the span vector attend over
-    the post's tokens (one head), so the words that bear on this ticker ("puts on", "upgraded")
-    can weigh more than the post's overall tone: [span; attended; sentence]. A target with no
-    mention tokens gets a zero span vector; its logits are meaningless and callers ignore them.
+    that ticker's mentions) are mean-pooled into a span vector. Then, by pooling:
+
+    - "local": the ticker's local context (the tokens within LOCAL_WINDOW positions of any of its
+      mention tokens, mean-pooled) and an attention read of the whole post whose scores fall
+      with distance from the mentions (a learned decay), so each ticker reads the words around it
+      first ("puts on $KSS", "$ANF calls") and the rest of the post as far as it needs:
+      [span; local; attended]. No shared sentence vector: tickers of one post must differ by
+      what is said near them, not inherit the post's tone.
+    - "span_attention": the span vector attends over the post without a distance bias:
+      [span; attended; sentence].
+    - "span": [span; sentence; span * sentence].
+
+    Then a GELU layer and 3 logits. A target with no mention tokens gets meaningless logits;
+    callers ignore them.
     """
 
-    def __init__(self, hidden: int, pooling: str = "span_attention", dropout: float = 0.1) -> None:
+    def __init__(self, hidden: int, pooling: str = "local", dropout: float = 0.1) -> None:
         super().__init__()
         if pooling not in STANCE_POOLINGS:
             raise ValueError(f"stance pooling must be one of {STANCE_POOLINGS}, not {pooling!r}")
         self.pooling = pooling
-        if pooling == "span_attention":
+        if pooling in ("local", "span_attention"):
             self.query = nn.Linear(hidden, hidden)
             self.key = nn.Linear(hidden, hidden)
             self.scale = float(hidden) ** -0.5
+        if pooling == "local":
+            # softplus(-1.2) ~ 0.26 per position: a word 10 tokens away starts ~2.6 logits behind.
+            self.decay = nn.Parameter(torch.tensor(-1.2))
         self.dropout = nn.Dropout(dropout)
         self.hidden = nn.Linear(3 * hidden, hidden)
         self.out = nn.Linear(hidden, len(POLARITY_LABELS))
@@ -71,16 +85,38 @@ class StanceHead(nn.Module):
         target_mask = target_mask.to(states.dtype)
         counts = target_mask.sum(dim=-1, keepdim=True).clamp(min=1.0)
         span = torch.matmul(target_mask, states) / counts  # [batch, targets, hidden]
-        context = sentence.unsqueeze(1).expand_as(span)
-        if self.pooling == "span_attention":
+        pad = (attention_mask[:, None, :] == 0).to(states.dtype) * -1e4  # [batch, 1, seq]
+        if self.pooling == "local":
+            distance = _distance_to_mentions(target_mask)  # [batch, targets, seq]
+            valid = attention_mask[:, None, :].to(states.dtype)
+            local = (distance <= LOCAL_WINDOW).to(states.dtype) * valid
+            local_vec = torch.matmul(local, states) / local.sum(dim=-1, keepdim=True).clamp(min=1.0)
             scores = torch.matmul(self.query(span), self.key(states).transpose(1, 2)) * self.scale
-            pad = (attention_mask[:, None, :] == 0).to(states.dtype) * -1e4
+            scores = scores - nn.functional.softplus(self.decay) * distance
+            attended = torch.matmul(torch.softmax(scores + pad, dim=-1), states)
+            features = torch.cat([span, local_vec, attended], dim=-1)
+        elif self.pooling == "span_attention":
+            context = sentence.unsqueeze(1).expand_as(span)
+            scores = torch.matmul(self.query(span), self.key(states).transpose(1, 2)) * self.scale
             attended = torch.matmul(torch.softmax(scores + pad, dim=-1), states)
             features = torch.cat([span, attended, context], dim=-1)
         else:
+            context = sentence.unsqueeze(1).expand_as(span)
             features = torch.cat([span, context, span * context], dim=-1)
         hidden = nn.functional.gelu(self.hidden(self.dropout(features)))
         return self.out(self.dropout(hidden))
+
+
+def _distance_to_mentions(target_mask: torch.Tensor) -> torch.Tensor:
+    """Per target and token, how many positions away the nearest mention token is (capped at
+    the sequence length; a target without mentions is that far from everything)."""
+    seq = target_mask.shape[-1]
+    positions = torch.arange(seq, dtype=target_mask.dtype, device=target_mask.device)
+    gaps = (positions[:, None] - positions[None, :]).abs()  # [seq (token), seq (mention)]
+    far = float(1024)
+    # gaps to every token, pushed far away where the other token is not a mention
+    per_mention = gaps[None, None] + (1.0 - target_mask)[:, :, None, :] * far
+    return per_mention.amin(dim=-1).clamp(max=far)
 
 
 class SentimentModel(nn.Module):

@@ -25,7 +25,7 @@ from moodwire.labels import EMOTION_LABELS, POLARITY_LABELS
 from scorer.runtime import available_cores, cpu_model
 from scorer.training.args import TrainingArguments
 from scorer.mentions import MentionFinder, Span, token_positions
-from scorer.training.augment import Company, swap_candidates, swap_symbols, unswappable
+from scorer.training.augment import Company, compose, composable, swap_candidates, swap_symbols, unswappable
 from scorer.training.data import Example, load_labelled
 from scorer.training.metrics import classification_report
 from scorer.training.modeling import CheckpointInfo, SentimentModel, build_model, resolve_base, save_checkpoint
@@ -319,16 +319,25 @@ def train(args: TrainingArguments, console: Console | None = None) -> dict[str, 
 
     def epoch_encoding() -> Encoded:
         """The training rows of one epoch: each stance row's tickers swapped for others with
-        probability symbol_swap_prob (a fresh draw every epoch)."""
-        if not companies:
+        probability symbol_swap_prob, and composed_per_epoch pairs of single-ticker rows
+        stitched into two-ticker posts (fresh draws every epoch)."""
+        if not with_stance or (not companies and not args.composed_per_epoch):
             return train_enc
         rows = [
             swap_symbols(r, companies, rng, keep_symbols) if r.targets and rng.random() < args.symbol_swap_prob else r
             for r in train_rows
         ]
-        return encode(rows, tokenizer, finder, args.stance_spans)
+        singles = composable(rows)
+        made: list[Example] = []
+        while singles and len(made) < args.composed_per_epoch:
+            pair = compose(rng.choice(singles), rng.choice(singles), rng)
+            if pair is not None:
+                made.append(pair)
+        return encode(rows + made, tokenizer, finder, args.stance_spans)
 
     steps_per_epoch = len(epoch_batches(train_enc, args.batch_size, args.origin_repeats, random.Random(0)))
+    if with_stance:
+        steps_per_epoch += math.ceil(args.composed_per_epoch * args.origin_repeats.get("composed", 1) / args.batch_size)
     total_steps = max(1, math.ceil(steps_per_epoch * args.epochs))
     if args.max_steps is not None:
         total_steps = min(total_steps, args.max_steps)

@@ -56,3 +56,24 @@ def test_candidates_are_plain_listed_companies_with_a_name() -> None:
     symbols = {c.symbol for c in companies}
     assert "AAPL" in symbols and "CAT" not in symbols  # CAT is an ambiguous word ticker
     assert all(c.symbol.isalpha() and c.symbol.isupper() and len(c.name) >= 3 for c in companies)
+
+
+def test_two_single_ticker_rows_compose_into_one_post_with_both_stances() -> None:
+    from scorer.training.augment import compose, composable
+
+    a = Example("hl-a-0001", "NVDA calls printing", "handlabelled", "positive", "joy",
+                targets=(Target("NVDA", "positive", ("NVDA",)),))
+    b = Example("st-b-0002", "$KSS guide cut again, puts it is", "stance", "negative", "neutral",
+                targets=(Target("KSS", "negative", ("$KSS",)),))
+    pair = compose(a, b, random.Random(0))
+    assert pair is not None
+    assert pair.text.startswith(a.text) and pair.text.endswith(b.text)
+    assert pair.targets == (a.targets[0], b.targets[0])
+    assert (pair.polarity, pair.emotion, pair.origin) == (None, None, "composed")  # stance loss only
+    # Not with itself or with a row that names the other's ticker; only single-ticker, short rows.
+    assert compose(a, a, random.Random(0)) is None
+    c = Example("x", "$KSS and NVDA both", "stance", "neutral", targets=(Target("KSS", "neutral", ("$KSS",)),))
+    assert compose(a, c, random.Random(0)) is None
+    two = Example("y", "$A up $B down", "stance", "neutral",
+                  targets=(Target("A", "positive", ("$A",)), Target("B", "negative", ("$B",))))
+    assert composable([a, b, two, Example("z", "x" * 400, "stance", targets=a.targets)]) == [a, b]

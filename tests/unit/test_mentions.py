@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ingest.tickers import SymbolLinker, SymbolTable
-from scorer.mentions import MentionFinder, token_positions
+from scorer.mentions import MentionFinder, short_names, token_positions
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,32 @@ def test_names_of_the_requested_symbol_need_no_market_context(finder: MentionFin
     text = "Delta is my favourite way to fly"
     assert SymbolLinker(SymbolTable.load()).link(text) == []
     assert _found(finder, text, ["DAL"]) == [["Delta"]]
+
+
+def test_short_names_of_the_requested_company(finder: MentionFinder) -> None:
+    text = "Abbott beat, Santander and Eaton lagged"
+    assert _found(finder, text, ["ABT", "SAN", "ETN"]) == [["Abbott"], ["Santander"], ["Eaton"]]
+    # A short form shared by two companies (Dollar General, Dollar Tree) or owned by another
+    # (GE Vernova's "GE" is GE's own ticker) is not taken.
+    assert _found(finder, "Dollar stores are cheap, GE is up", ["DG", "GEV"]) == [[], []]
+
+
+@pytest.mark.parametrize(
+    ("name", "short"),
+    [
+        ("Abbott Laboratories", ["Abbott"]),
+        ("The Travelers Companies", ["Travelers"]),
+        ("Banco Santander", ["Santander"]),
+        ("KLA Corporation", ["KLA"]),
+        ("Take-Two Interactive", ["Take-Two"]),
+        ("General Motors", []),  # a generic first word: only the full name is specific
+        ("American Airlines Group", []),
+        ("Philips", []),  # one word: the name is its own short form
+        ("iShares Bitcoin Trust", []),  # not capitalised
+    ],
+)
+def test_short_names(name: str, short: list[str]) -> None:
+    assert short_names(name) == short
 
 
 def test_lower_case_only_when_nothing_else_is_found(finder: MentionFinder) -> None:

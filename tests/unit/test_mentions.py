@@ -43,9 +43,23 @@ def test_names_of_the_requested_symbol_need_no_market_context(finder: MentionFin
 def test_short_names_of_the_requested_company(finder: MentionFinder) -> None:
     text = "Abbott beat, Santander and Eaton lagged"
     assert _found(finder, text, ["ABT", "SAN", "ETN"]) == [["Abbott"], ["Santander"], ["Eaton"]]
-    # A short form shared by two companies (Dollar General, Dollar Tree) or owned by another
-    # (GE Vernova's "GE" is GE's own ticker) is not taken.
-    assert _found(finder, "Dollar stores are cheap, GE is up", ["DG", "GEV"]) == [[], []]
+
+
+def test_a_short_name_counts_only_where_it_is_one_companys() -> None:
+    from ingest.tickers import StopList, SymbolInfo
+
+    def info(symbol: str, name: str) -> SymbolInfo:
+        return SymbolInfo(symbol, name, "NYSE", "equity", "test")
+
+    table = SymbolTable(
+        {"ZLB": info("ZLB", "Zephyr Labs"), "ZMT": info("ZMT", "Zephyr Motors"),
+         "QRS": info("QRS", "Quorra Systems"), "NMB": info("NMB", "Nimbus"), "NCL": info("NCL", "Nimbus Cloud")},
+        {"Nimbus": "NMB"}, {}, StopList(frozenset(), frozenset(), ()),
+    )
+    mini = MentionFinder(SymbolLinker(table))
+    text = "Zephyr, Quorra and Nimbus all up"
+    # Zephyr is two companies' short form, Nimbus is another company's name: neither is taken.
+    assert _found(mini, text, ["ZLB", "ZMT", "QRS", "NCL"]) == [[], [], ["Quorra"], []]
 
 
 @pytest.mark.parametrize(

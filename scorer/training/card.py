@@ -22,6 +22,15 @@ TARGET_STANCE_DISAGREEING = 0.75
 TARGET_SOCIAL_POLARITY = 0.80
 TARGET_MAX_DROP = 0.01
 STANCE_SETS = ("stance-test", "stance-final")
+STANCE_POOLING_PROSE = {
+    "local": "the ticker's local context (the tokens within 5 positions of its mentions, mean-pooled) and an "
+             "attention read of the post whose scores fall with distance from the mentions (a learned decay), with "
+             "no shared sentence vector, so tickers of one post differ by what is said near them: [span; local; "
+             "attended]",
+    "span_attention": "the span vector attends over the post's tokens (one attention head): [span; attended; "
+                      "sentence]",
+    "span": "[span; sentence; span x sentence]",
+}
 
 SET_TITLES = {
     "handlabelled-test": "Hand-labelled financial posts and headlines, held-out test split",
@@ -294,10 +303,8 @@ def render(
         "- Mean pooling over tokens -> dropout -> two linear heads (3 and 7 classes) for the post.",
         "- Stance head (per ticker, `" + str(args.get("stance_pooling")) + "` pooling): the encoder's token states "
         "are mean-pooled over each ticker's",
-        "  mention tokens (the graph input `target_mask` [batch, targets, seq]); the span vector"
-        + (" attends over the post's tokens (one attention head), and [span; attended; sentence]"
-           if args.get("stance_pooling") == "span_attention" else ", the sentence vector and their product")
-        + " go",
+        "  mention tokens (the graph input `target_mask` [batch, targets, seq]); "
+        + STANCE_POOLING_PROSE.get(str(args.get("stance_pooling")), "") + " go",
         "  through a 384-unit GELU layer to 3 logits (`stance_logits` [batch, targets, 3]). At run time the spans",
         "  come from `scorer/mentions.py` (the ticker linker's spans for each requested symbol, literal `$SYM` /",
         "  `SYM`, the symbol table's names for it, then lower-case `sym`); a ticker not found in the text takes",
@@ -345,6 +352,10 @@ def render(
         f"Each train row is seen {args['origin_repeats'].get('stance', 1)}x per epoch; with probability "
         f"{args.get('symbol_swap_prob', 0)} per epoch its tickers are swapped for other listed companies (cashtags, "
         f"bare tickers and names rewritten alike) so the head learns what is said, not which ticker. "
+        + (f"Each epoch also stitches {args['composed_per_epoch']} two-ticker posts from pairs of single-ticker "
+           f"train rows (each half keeps its own stance; stance loss only), so the head learns to read each "
+           f"ticker's own words. " if args.get("composed_per_epoch") else "")
+        + 
         f"Targets: {stance_src.get('targets', {}).get('train', '-')} / {stance_src.get('targets', {}).get('validation', '-')}"
         f" / {stance_src.get('targets', {}).get('test', '-')}. "
         f"| {count(train_by, 'stance')} | {count(val_by, 'stance')} | {stance_src.get('test', '-')} |",

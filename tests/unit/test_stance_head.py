@@ -111,3 +111,31 @@ def test_no_stance_head() -> None:
         model.forward_targets(ids, mask, torch.zeros_like(ids), targets)
     with pytest.raises(ValueError, match="stance pooling"):
         _model("max")
+
+
+def test_distance_to_the_nearest_mention_token() -> None:
+    from scorer.training.modeling import _distance_to_mentions
+
+    mask = torch.zeros((1, 2, 7))
+    mask[0, 0, [1, 5]] = 1.0  # a ticker mentioned twice
+    distance = _distance_to_mentions(mask)
+    assert distance[0, 0].tolist() == [1, 0, 1, 2, 1, 0, 1]
+    assert (distance[0, 1] >= 1024).all()  # no mention: far from everything
+
+
+def test_local_pooling_reads_the_words_near_each_mention() -> None:
+    # Changing a word next to one ticker moves that ticker's logits more than the other's.
+    model = _model("local")
+    ids = torch.tensor([[1, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 2]])
+    mask = torch.ones_like(ids)
+    targets = torch.zeros((1, 2, 16))
+    targets[0, 0, 2] = 1.0
+    targets[0, 1, 13] = 1.0
+    changed = ids.clone()
+    changed[0, 3] = 40  # right after the first ticker, 10 tokens from the second
+    types = torch.zeros_like(ids)
+    with torch.no_grad():
+        _, _, before = model.forward_targets(ids, mask, types, targets)
+        _, _, after = model.forward_targets(changed, mask, types, targets)
+    moved = (after - before).abs().sum(-1)[0]
+    assert moved[0] > 2 * moved[1]

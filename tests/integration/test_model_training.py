@@ -20,7 +20,15 @@ import transformers  # noqa: F401
 
 from moodwire.labels import EMOTION_LABELS, POLARITY_LABELS  # noqa: E402
 from scorer import model_files  # noqa: E402
-from scorer.training.data import HANDLABELLED_DIR, Example, load_handlabelled, split_of, write_jsonl  # noqa: E402
+from scorer.training.data import (  # noqa: E402
+    HANDLABELLED_DIR,
+    Example,
+    load_handlabelled,
+    split_of,
+    stance_sets,
+    write_jsonl,
+)
+from scorer.training.stance_data import STANCE_DIR, Target  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -34,12 +42,17 @@ _FALLBACK = [
     Example("s-6", "wait, they bought the whole company?!", "fixture", None, "surprise"),
     Example("s-7", "brokers halting buys again, absolute clowns", "fixture", "negative", "anger"),
     Example("s-8", "love this dividend stock", "fixture", "positive", None),
+    Example("s-9", "Loaded up on $CRM calls and bought $WDAY puts", "stance", "neutral", "neutral",
+            targets=(Target("CRM", "positive", ("$CRM",)), Target("WDAY", "negative", ("$WDAY",)))),
 ]
 
 
 def _rows() -> list[Example]:
     rows, _ = load_handlabelled(HANDLABELLED_DIR) if HANDLABELLED_DIR.is_dir() else ([], {})
-    return rows or _FALLBACK * 8
+    stance = [r for part in stance_sets(STANCE_DIR)[0].values() for r in part] if STANCE_DIR.is_dir() else []
+    # Interleaved, so that the smoke run's small samples hold rows with targets.
+    mixed = [r for pair in zip(rows, stance) for r in pair] + rows[len(stance):]
+    return mixed or _FALLBACK * 8
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +87,8 @@ def test_fp32_onnx_agrees_with_torch(smoke_model: dict[str, Any]) -> None:
     export = smoke_model["export"]
     assert export.fp32_vs_torch["polarity"] >= 0.99
     assert export.fp32_vs_torch["emotion"] >= 0.99
+    assert export.fp32_vs_torch["n_stance_targets"] >= 50  # tickers the linker found in the samples
+    assert export.fp32_vs_torch["stance"] >= 0.99
     assert export.fp32_vs_torch["max_abs_logit_diff"] < 1e-3
     assert export.fused_ops.get("Attention", 0) > 0  # eager export: attention fused
 
@@ -84,6 +99,7 @@ def test_fp16_graph_agrees_with_fp32(smoke_model: dict[str, Any]) -> None:
     assert agreement is not None
     assert agreement["polarity"] >= 0.97
     assert agreement["emotion"] >= 0.97
+    assert agreement["stance"] >= 0.97
 
 
 def test_model_dir_contents(smoke_model: dict[str, Any]) -> None:
@@ -96,6 +112,8 @@ def test_model_dir_contents(smoke_model: dict[str, Any]) -> None:
     assert meta.files[model_files.MODEL_FILE] == "int8"
     assert meta.files[model_files.FP16_MODEL_FILE] == "fp16"
     assert meta.extra["export"]["fp16_vs_fp32"]["polarity"] >= 0.97
+    assert meta.input_names[-1] == model_files.TARGET_MASK_INPUT
+    assert meta.output_names[-1] == model_files.STANCE_OUTPUT
 
 
 def test_classify_and_explain(smoke_model: dict[str, Any]) -> None:
@@ -110,6 +128,15 @@ def test_classify_and_explain(smoke_model: dict[str, Any]) -> None:
     expl = explain(scorer, texts)
     assert [t["token"] for t in expl[0]["polarity"]] == ["guidance", "cut", ",", "shares", "tank"]
     assert len(expl[1]["emotion"]) == len(expl[1]["polarity"]) > 0
+    # Per-ticker stance from the exported graph, and its explanation.
+    assert scorer.has_stance_head
+    text = "Loaded up on $CRM calls and bought $WDAY puts"
+    (pred,) = scorer.predict([text], [["CRM", "WDAY", "AAPL"]])
+    assert [(t.symbol, t.basis) for t in pred.targets] == [("CRM", "mention"), ("WDAY", "mention"), ("AAPL", "post")]
+    assert all(t.polarity in POLARITY_LABELS for t in pred.targets)
+    (why,) = explain(scorer, [text], [["CRM", "WDAY"]])
+    assert [t["symbol"] for t in why["targets"]] == ["CRM", "WDAY"]
+    assert [w["token"] for w in why["targets"][1]["tokens"] if w.get("mention")] == ["$", "WDAY"]
 
 
 def test_evaluate_reports_both_heads(smoke_model: dict[str, Any], tmp_path: Path) -> None:
@@ -127,3 +154,8 @@ def test_evaluate_reports_both_heads(smoke_model: dict[str, Any], tmp_path: Path
     assert {"VADER", "AFINN", "TextBlob", "Loughran-McDonald"} <= set(result["polarity"]["systems"])
     assert {"NRCLex", "nade"} <= set(result["emotion"]["systems"])
     assert json.loads(out.read_text())["rows"] == 60
+    # The stance rows among them get the per-ticker block next to the copied post polarity.
+    with_targets = sum(1 for r in smoke_model["rows"][:60] if r.targets)
+    assert result["stance"]["n_rows"] == with_targets > 0
+    assert {"moodwire", "post polarity copied"} == set(result["stance"]["systems"])
+    assert set(result["calibration"]) == {"polarity", "emotion", "stance"}

@@ -117,3 +117,18 @@ def test_bench_command_registers_with_its_options() -> None:
         assert option in shown.output
     assert runner.invoke(app, ["bench", "--suite", "nope"]).exit_code == 2
     assert runner.invoke(app, ["bench", "--variants", "nope"]).exit_code == 2
+
+
+def test_runtime_compare_runs_two_model_dirs_in_turn(tmp_path: Path) -> None:
+    from bench import runtime_compare
+    from tests.unit.fake_onnx import make_model_dir
+
+    old = make_model_dir(tmp_path / "old", stance=False, version="old")
+    new = make_model_dir(tmp_path / "new", stance=True, version="new")
+    out = tmp_path / "compare.json"
+    assert runtime_compare.main([str(old), str(new), "--repeats", "2", "--size", "32", "--out", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    assert (saved["old"]["model_version"], saved["new"]["model_version"]) == ("old", "new")
+    assert saved["new"]["stance_head"] is True and saved["posts"] == 32
+    assert {name: len(v) for name, v in saved["posts_per_s"].items()} == {"old": 2, "new": 2, "new_with_symbols": 2}
+    assert saved["new_over_old"] > 0

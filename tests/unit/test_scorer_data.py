@@ -142,11 +142,20 @@ def test_build_keeps_evaluation_sets_out_of_training(tmp_path: Path) -> None:
     for name, info in manifest.files.items():
         if "overlap_with_train" in info:
             assert info["overlap_with_train"] == 0, name
-    train_ids = {r.id for r in load_labelled(tmp_path / data.TRAIN_FILE)}
+    train = load_labelled(tmp_path / data.TRAIN_FILE)
+    train_ids = {r.id for r in train}
     test_ids = {r.id for r in load_labelled(tmp_path / data.EVAL_SETS["handlabelled-test"])}
     assert not train_ids & test_ids
     assert all(split_of(i) == "test" for i in test_ids)
     assert (tmp_path / data.MANIFEST_FILE).is_file()
+    # The stance set: its test split is an evaluation set, its train split trains with targets.
+    stance_test = load_labelled(tmp_path / data.EVAL_SETS["stance-test"])
+    assert stance_test and all(r.targets and split_of(r.id) == "test" for r in stance_test)
+    assert not train_ids & {r.id for r in stance_test}
+    assert any(r.origin == "stance" and r.targets for r in train)
+    # Hand-labelled train rows about one ticker carry it as a target with their polarity.
+    single = [r for r in train if r.origin == "handlabelled" and r.targets]
+    assert single and all(len(r.targets) == 1 and r.targets[0].stance == r.polarity for r in single)
 
 
 def test_near_duplicates_catch_paraphrases_of_evaluation_rows_but_not_new_texts() -> None:
@@ -164,3 +173,70 @@ def test_near_duplicates_catch_paraphrases_of_evaluation_rows_but_not_new_texts(
     ]
     assert near_duplicates(candidates, references, jaccard=0.7) == {0, 1}
     assert near_duplicates(candidates, [], jaccard=0.7) == set()
+
+
+# --- the per-ticker stance set -----------------------------------------------------------------
+
+def _stance_line(row_id: str, text: str, stance: str = "positive") -> str:
+    return json.dumps({"id": row_id, "text": text, "kind": "post", "register": "reddit", "polarity": stance,
+                       "emotion": "neutral", "targets": [{"symbol": "NVDA", "stance": stance, "mentions": ["$NVDA"]}]})
+
+
+def test_stance_rows_split_by_id_and_the_final_batch_stays_apart(tmp_path: Path) -> None:
+    ids = [f"st-a-{i:04d}" for i in range(1, 61)]
+    (tmp_path / "batch_a.jsonl").write_text(
+        "\n".join(_stance_line(i, f"$NVDA row {i} with its own words") for i in ids) + "\n", encoding="utf-8")
+    (tmp_path / "batch_final.jsonl").write_text(_stance_line("st-final-0001", "$NVDA final words") + "\n",
+                                                encoding="utf-8")
+    (tmp_path / "batch_final2.jsonl").write_text(_stance_line("st-final2-0001", "$NVDA last words") + "\n",
+                                                 encoding="utf-8")
+    split, finals = data.stance_sets(tmp_path)
+    for part, rows in split.items():
+        assert [r.id for r in rows] == [i for i in ids if split_of(i) == part]
+        assert all(r.origin == "stance" and r.targets for r in rows)
+    assert [r.id for r in finals["stance-final"]] == ["st-final-0001"]
+    assert [r.id for r in finals["stance-final2"]] == ["st-final2-0001"]
+    assert all(not r.id.startswith("st-final") for rows in split.values() for r in rows)
+
+
+def test_leak_guard_covers_the_stance_test_split_and_the_final_batch() -> None:
+    final = Example("st-final-0001", "Loaded up on $CRM calls and bought $WDAY puts into earnings", "stance", "neutral")
+    test = Example("st-a-0009", "$PEP -3% on the guide, $KO barely flinched", "stance", "neutral")
+    train = [
+        Example("t1", "loaded up on $CRM calls and bought $WDAY puts into earnings", "stance", "neutral"),  # exact
+        Example("t2", "Loaded up on $CRM calls and bought $WDAY puts into earnings!!", "stance", "neutral"),  # near
+        Example("t3", "$PEP -3% on the guide, $KO barely flinched today", "stance", "neutral"),  # near
+        Example("t4", "Completely different words about $AAPL and its services revenue", "stance", "positive"),
+    ]
+    validation = [Example("v1", "$PEP -3% on the guide, $KO barely flinched", "stance", "neutral")]  # exact
+    outputs = {"train.jsonl": train, "validation.jsonl": validation, "test_stance.jsonl": [test],
+               "final_stance.jsonl": [final]}
+    stats = data.drop_leaks(outputs, ("train.jsonl", "validation.jsonl"), jaccard=0.7)
+    assert [e.id for e in outputs["train.jsonl"]] == ["t4"]
+    assert outputs["validation.jsonl"] == []
+    assert stats["train.jsonl"] == {"dropped_as_in_evaluation_sets": 1, "dropped_as_near_duplicates_of_evaluation_rows": 2}
+    assert stats["final_stance.jsonl"]["overlap_with_train"] == 0
+
+
+def test_targets_survive_the_jsonl_round_trip(tmp_path: Path) -> None:
+    from scorer.training.stance_data import Target
+
+    row = Example("st-a-0001", "$AMD green while $INTC bleeds", "stance", "neutral", "neutral", kind="post",
+                  targets=(Target("AMD", "positive", ("$AMD",)), Target("INTC", "negative", ("$INTC",))))
+    data.write_jsonl(tmp_path / "x.jsonl", [row, Example("x", "no targets", "t", "neutral")])
+    loaded = load_labelled(tmp_path / "x.jsonl")
+    assert loaded[0] == row and loaded[0].disagrees
+    assert loaded[1].targets is None and not loaded[1].disagrees
+
+
+def test_single_ticker_rows_give_their_polarity_to_that_ticker() -> None:
+    from scorer.mentions import MentionFinder
+    from scorer.training.stance_data import Target
+
+    finder = MentionFinder.load()
+    one = Example("hl-a-0001", "NVDA up 4% premarket, NVDA calls printing", "handlabelled", "positive", "joy")
+    assert data.single_ticker_targets(one, finder) == (Target("NVDA", "positive", ("NVDA",)),)
+    two = Example("hl-a-0002", "sold AMD and rotated into AVGO after earnings", "handlabelled", "neutral", "neutral")
+    assert data.single_ticker_targets(two, finder) is None  # one polarity says nothing about each of two
+    none = Example("hl-a-0003", "Fed holds rates steady", "handlabelled", "neutral", "neutral")
+    assert data.single_ticker_targets(none, finder) is None

@@ -301,3 +301,38 @@ def test_labelled_sample_floor(linker: SymbolLinker) -> None:
         tp, fp, fn = tp + len(gold & predicted), fp + len(predicted - gold), fn + len(gold - predicted)
     assert tp / (tp + fp) >= 0.97
     assert tp / (tp + fn) >= 0.93
+
+
+# --- spans: where each hit is (the stance head reads these) -----------------------------------
+
+def _hits(linker: SymbolLinker, text: str) -> list[tuple[str, str, str]]:
+    return [(h.symbol, text[h.start:h.end], h.evidence) for h in linker.spans(text)]
+
+
+def test_spans_cover_every_kind_of_evidence_in_text_order(linker: SymbolLinker) -> None:
+    text = "Caterpillar (NYSE: CAT) beat; $AAPL lagged, NVDA up 4% and Caterpillar again"
+    assert _hits(linker, text) == [
+        ("CAT", "Caterpillar", "name"),
+        ("CAT", "CAT", "exchange"),
+        ("AAPL", "$AAPL", "cashtag"),
+        ("NVDA", "NVDA", "bare"),
+        ("CAT", "Caterpillar", "name"),
+    ]
+
+
+def test_spans_drop_a_name_nested_in_a_cashtag(linker: SymbolLinker) -> None:
+    # "AMD" is also a name in the table; inside "$AMD" it is the same mention, not a second one.
+    assert _hits(linker, "$AMD green while $INTC bleeds") == [("AMD", "$AMD", "cashtag"), ("INTC", "$INTC", "cashtag")]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Microsoft beat; $AAPL lagged and Google was flat. MSFT calls, $AAPL puts, Apple again",
+        "Marriott and Hilton lower forecasts",
+        "The CAT scan came back clear",
+        "Berkshire trims Apple stake; $BRK.B flat",
+    ],
+)
+def test_link_is_the_first_mention_of_each_span(linker: SymbolLinker, text: str) -> None:
+    assert linker.link(text) == list(dict.fromkeys(h.symbol for h in linker.spans(text)))

@@ -34,7 +34,7 @@ import httpx
 
 from moodwire.config import Settings
 
-from alerting.detector import Alert
+from alerting.alert import Alert
 from alerting.lifecycle import DeliveryOutcome, Notification
 from alerting.webhook import RETRY_STATUSES, redact
 

@@ -21,7 +21,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Literal
 
-from alerting.detector import Alert
+from alerting.alert import Alert
 from alerting.lifecycle import DeliveryOutcome, Notification
 from alerting.webhook import headline
 

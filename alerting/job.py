@@ -65,10 +65,6 @@ class ClickHouseAlertStateStore:
         )
 
 
-def detector_settings_from(settings: Settings) -> DetectorSettings:
-    return DetectorSettings(baseline_days=settings.alert_baseline_days)
-
-
 class AlertJob:
     def __init__(
         self,
@@ -114,7 +110,7 @@ class AlertJob:
         return cls(
             store,
             notifiers,
-            detector_settings_from(settings),
+            DetectorSettings.from_settings(settings),
             lifecycle,
             lateness=timedelta(minutes=settings.alert_lateness_minutes),
         )

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from alerting.detector import Alert
+from alerting.alert import Alert
 
 STATE_VERSION = 1
 Status = Literal["firing", "resolved"]

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from alerting.detector import Alert
+from alerting.alert import Alert
 from alerting.lifecycle import DeliveryOutcome, Notification
 
 SCHEMA_VERSION = 1

@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     # How long to wait for late posts before a minute counts as complete.
     alert_lateness_minutes: int = Field(default=1, ge=0, le=60)
     alert_interval_s: float = Field(default=60.0, ge=1.0)
+    # What the detector's share test counts: stories labelled negative, or the model's
+    # P(negative) summed over stories (alerting/detector.py).
+    alert_evidence: Literal["labels", "probabilities"] = "labels"
 
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None

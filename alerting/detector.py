@@ -249,14 +249,14 @@ def evaluate(
     fired_at = at if pending else from_epoch_minute(t + 1)
     assert fired_at is not None
     selected = np.arange(len(state.symbols)) if rows is None else np.asarray(rows, dtype=np.int64)
-    params = {k: v[selected] for k, v in state.params(settings).items()}
-    sums = _select(state.window_sums(settings.windows, list(pending)), selected)
-    base = _select_baseline(_baseline_of(state, settings, settings.windows, t), selected)
-    found = _negative_spikes(settings.windows, sums, base, params, settings.evidence)
+    params = _Params(state.params(settings), selected)
+    # one pass over every window either test uses; each test takes its columns
+    windows = tuple(sorted({*settings.windows, *settings.volume_windows}))
+    sums = state.window_sums(windows, pending, selected)
+    base = _select_baseline(_baseline_of(state, settings, windows, t), selected)
+    found = _negative_spikes(settings.windows, *_columns(windows, settings.windows, sums, base), params, settings.evidence)
     if settings.volume_windows:
-        volume_sums = _select(state.window_sums(settings.volume_windows, list(pending)), selected)
-        volume_base = _select_baseline(_baseline_of(state, settings, settings.volume_windows, t), selected)
-        found += _volume_spikes(settings.volume_windows, volume_sums, volume_base, params)
+        found += _volume_spikes(settings.volume_windows, *_columns(windows, settings.volume_windows, sums, base), params)
     alerts = []
     for test in found:
         symbol = int(selected[test.row])
@@ -272,8 +272,36 @@ def _baseline_of(state: DetectorState, settings: DetectorSettings, windows: tupl
     return state.cached(("baseline", id(settings), windows, t), lambda: baseline(state, settings, windows, t))
 
 
-def _select(sums: WindowSums, rows: npt.NDArray[np.int64]) -> WindowSums:
-    return WindowSums(sums.total[rows], sums.negative[rows], sums.expected[rows])
+class _Params:
+    """The per-symbol settings arrays of the evaluated rows, selected as they are used."""
+
+    def __init__(self, params: dict[str, npt.NDArray[Any]], rows: npt.NDArray[np.int64]) -> None:
+        self._params = params
+        self._rows = rows
+        self._selected: dict[str, npt.NDArray[Any]] = {}
+
+    def __getitem__(self, name: str) -> npt.NDArray[Any]:
+        if name not in self._selected:
+            self._selected[name] = self._params[name][self._rows]
+        return self._selected[name]
+
+
+def _columns(
+    windows: tuple[int, ...], wanted: tuple[int, ...], sums: WindowSums, base: Baseline
+) -> tuple[WindowSums, Baseline]:
+    if wanted == windows:
+        return sums, base
+    cols = np.array([windows.index(w) for w in wanted])
+    return (
+        WindowSums(sums.total[:, cols], sums.negative[:, cols], sums.expected[:, cols]),
+        Baseline(
+            share=base.share[:, cols],
+            concentration=base.concentration,
+            volume_rate=base.volume_rate[:, cols],
+            probability_share=base.probability_share[:, cols],
+            information_gain=base.information_gain,
+        ),
+    )
 
 
 def _select_baseline(base: Baseline, rows: npt.NDArray[np.int64]) -> Baseline:
@@ -300,7 +328,7 @@ class _Fired:
     baseline_share: float
     expected_total: float
 
-    def alert(self, symbol: str, fired_at: datetime, params: dict[str, npt.NDArray[Any]]) -> Alert:
+    def alert(self, symbol: str, fired_at: datetime, params: _Params) -> Alert:
         p = max(self.p_value, 1e-300)
         share = self.negative / self.total if self.total else 0.0
         critical = p <= params["critical_alpha"][self.row] and (
@@ -328,7 +356,7 @@ def _negative_spikes(
     windows: tuple[int, ...],
     sums: WindowSums,
     base: Baseline,
-    params: dict[str, npt.NDArray[Any]],
+    params: _Params,
     evidence: str,
 ) -> list[_Fired]:
     total, negative = sums.total, sums.negative
@@ -367,7 +395,7 @@ def _volume_spikes(
     windows: tuple[int, ...],
     sums: WindowSums,
     base: Baseline,
-    params: dict[str, npt.NDArray[Any]],
+    params: _Params,
 ) -> list[_Fired]:
     total = sums.total
     # a symbol with no posts at this time of day yet still gets an expectation of 1 per day

@@ -19,7 +19,7 @@ The state only stores and sums; alerting/detector.py decides.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -92,6 +92,7 @@ class DetectorState:
         self.symbols: list[str] = []
         self.index: dict[str, int] = {}
         self.last_minute: int | None = None  # epoch minute of the newest recorded minute
+        self.first_minute: int | None = None  # ... and of the first (nothing before it was seen)
         self.first_seen: IntArray = np.zeros(0, dtype=np.int64)
         # the ring
         self.total = np.zeros((0, self.ring), dtype=np.int64)
@@ -203,7 +204,10 @@ class DetectorState:
         self.cum_negative[:, slot] = self.cum_negative[:, prev] + self.negative[:, slot]
         self.cum_expected[:, slot] = self.cum_expected[:, prev] + self.expected[:, slot]
         self.last_minute = t
-        self._leave_guard(t - self.guard)
+        if self.first_minute is None:
+            self.first_minute = t
+        if t - self.guard >= self.first_minute:  # minutes before the first were never seen
+            self._leave_guard(t - self.guard)
 
     def revise(self, t: int, counts: MinuteArrays) -> bool:
         """Replace the counts of minute `t` while it is still in the guard zone (late posts add
@@ -263,14 +267,15 @@ class DetectorState:
         self.read_minutes[rslot] += 1
 
     def late_span(self) -> tuple[int, int] | None:
-        """Minutes [first, last] that left the ring and are still in the read record."""
-        if self.last_minute is None:
+        """Minutes [first, last] that left the guard zone and are still in the read record,
+        from the start of a bin (or the first minute seen)."""
+        if self.last_minute is None or self.first_minute is None:
             return None
         last = self.last_minute - self.guard
-        held = self.read_ids[self.read_ids != _NO_BIN]
-        if not len(held):
+        if last < self.first_minute:
             return None
-        return max(int(held.min()) * self.bin_minutes, last - (self.late_bins - 2) * self.bin_minutes + 1), last
+        first_bin = last // self.bin_minutes - (self.late_bins - 3)
+        return max(self.first_minute, first_bin * self.bin_minutes), last
 
     def add_late(self, symbol: int, bin_id: int, fresh: tuple[float, float, float]) -> float:
         """Fresh counts of a bin of the read record: add what is new to the baseline (unless the
@@ -301,9 +306,12 @@ class DetectorState:
 
     # ------------------------------------------------------------------------------ reading
 
-    def window_sums(self, windows: tuple[int, ...], pending: list[MinuteArrays] = ()) -> WindowSums:  # type: ignore[assignment]
-        """Sums over the last w minutes for every window w: the `pending` minutes after the last
-        recorded one (minutes so far, not recorded), then recorded minutes back from the last."""
+    def window_sums(
+        self, windows: tuple[int, ...], pending: Sequence[MinuteArrays] = (), rows: IntArray | None = None
+    ) -> WindowSums:
+        """Sums over the last w minutes for every window w, [symbol (or `rows`), window]: the
+        `pending` minutes after the last recorded one (minutes so far, not recorded), then
+        recorded minutes back from the last."""
         assert self.last_minute is not None
         t = self.last_minute
         w = np.asarray(windows)
@@ -311,22 +319,18 @@ class DetectorState:
         recorded = np.maximum(w - p, 0)
         slot = t % self.ring
         back = (t - recorded) % self.ring
-        total = self.cum_total[:, slot][:, None] - self.cum_total[:, back]
-        negative = self.cum_negative[:, slot][:, None] - self.cum_negative[:, back]
-        expected = self.cum_expected[:, slot][:, None] - self.cum_expected[:, back]
+        pick = slice(None) if rows is None else rows
+        cum_t, cum_k, cum_s = self.cum_total[pick], self.cum_negative[pick], self.cum_expected[pick]
+        total = cum_t[:, slot][:, None] - cum_t[:, back]
+        negative = cum_k[:, slot][:, None] - cum_k[:, back]
+        expected = cum_s[:, slot][:, None] - cum_s[:, back]
         if p:
-            n = len(self.symbols)
-            # newest first: pending minute j (0 = newest) belongs to windows longer than j
-            stack_t = np.stack([m.total for m in reversed(pending)], axis=1).reshape(n, p)
-            stack_k = np.stack([m.negative for m in reversed(pending)], axis=1).reshape(n, p)
-            stack_s = np.stack([m.expected for m in reversed(pending)], axis=1).reshape(n, p)
-            covered = np.minimum(w, p)  # how many pending minutes each window covers
-            cum_t = np.concatenate([np.zeros((n, 1), np.int64), np.cumsum(stack_t, axis=1)], axis=1)
-            cum_k = np.concatenate([np.zeros((n, 1), np.int64), np.cumsum(stack_k, axis=1)], axis=1)
-            cum_s = np.concatenate([np.zeros((n, 1)), np.cumsum(stack_s, axis=1)], axis=1)
-            total = total + cum_t[:, covered]
-            negative = negative + cum_k[:, covered]
-            expected = expected + cum_s[:, covered]
+            # newest first: pending minute j (0 = newest) belongs to every window longer than j
+            covered = np.minimum(w, p)
+            for values, out in (("total", total), ("negative", negative), ("expected", expected)):
+                stack = np.stack([getattr(m, values)[pick] for m in reversed(pending)], axis=1)
+                running = np.concatenate([np.zeros((len(stack), 1), stack.dtype), np.cumsum(stack, axis=1)], axis=1)
+                out += running[:, covered]
         return WindowSums(total, negative, expected)
 
     def baseline_bins(self, t: int) -> BaselineBins:

@@ -404,12 +404,13 @@ def _due(state: AlertState, clock: datetime, settings: LifecycleSettings) -> lis
                 market.last_notified = clock
                 notes.append(_notification("firing", clock, [h.alert for h in negative], market.group))
                 state.held = [h for h in state.held if h.alert.kind != NEGATIVE_SPIKE]
+    # the rest go out together once the first of them has waited group_wait_s
     wait = timedelta(seconds=settings.group_wait_s)
     in_market = state.market is not None
-    due = [h for h in state.held if clock - h.since >= wait and not (in_market and h.alert.kind == NEGATIVE_SPIKE)]
-    if due:
-        notes.append(_notification("firing", clock, [h.alert for h in due]))
-        state.held = [h for h in state.held if h not in due]
+    waiting = [h for h in state.held if not (in_market and h.alert.kind == NEGATIVE_SPIKE)]
+    if waiting and clock - min(h.since for h in waiting) >= wait:
+        notes.append(_notification("firing", clock, [h.alert for h in waiting]))
+        state.held = [h for h in state.held if h not in waiting]
     return notes
 
 
@@ -425,7 +426,7 @@ def next_due(state: AlertState, settings: LifecycleSettings) -> datetime | None:
     """When the next held notification falls due if nothing else happens (None: nothing held)."""
     if not state.held:
         return None
-    times = [h.since + timedelta(seconds=settings.group_wait_s) for h in state.held]
+    times = [min(h.since for h in state.held) + timedelta(seconds=settings.group_wait_s)]
     if state.market is not None:
         times.append(state.market.last_notified + timedelta(minutes=settings.market_update_minutes))
     return min(times)

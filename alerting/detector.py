@@ -195,8 +195,6 @@ def baseline(state: DetectorState, settings: DetectorSettings, windows: tuple[in
         return clipped
 
     concentration = np.minimum(settings.max_concentration, day_total + settings.prior_posts)
-    if settings.concentration_from_data:
-        concentration = np.minimum(concentration, observed_concentration(state, settings, bins.day))
     # minutes left out as spike minutes are not "quiet minutes with no posts"
     minutes = over_windows(state.bin_kept)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -208,26 +206,6 @@ def baseline(state: DetectorState, settings: DetectorSettings, windows: tuple[in
         probability_share=time_of_day_share(state.bin_expected),
         information_gain=information_gain(state, settings),
     )
-
-
-def observed_concentration(state: DetectorState, settings: DetectorSettings, day: IntArray) -> FloatArray:
-    """How far the symbol's share wanders from its day mean beyond what counting alone explains,
-    as a beta-binomial concentration (method of moments over the last day's 10-minute bins:
-    sum (k - n mu)^2 = mu (1 - mu) (sum n + rho sum n (n - 1)), concentration = (1 - rho) / rho),
-    pulled towards max_concentration by a prior, within [min_concentration, max_concentration]."""
-    n = state.bin_total[:, day]
-    k = state.bin_negative[:, day]
-    total = n.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mu = np.clip(np.where(total > 0, k.sum(axis=1) / total, settings.default_share), 0.01, 0.99)
-        spread = ((k - n * mu[:, None]) ** 2).sum(axis=1) / (mu * (1 - mu))
-        pairs = (n * (n - 1)).sum(axis=1)
-        prior_rho = 1.0 / (settings.max_concentration + 1.0)
-        weight = settings.concentration_prior_pairs
-        rho = (np.maximum(spread - total, 0.0) + prior_rho * weight) / (pairs + weight)
-        concentration = (1.0 - rho) / rho
-    result: FloatArray = np.clip(concentration, settings.min_concentration, settings.max_concentration)
-    return result
 
 
 def information_gain(state: DetectorState, settings: DetectorSettings) -> FloatArray:

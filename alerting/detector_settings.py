@@ -52,12 +52,6 @@ class DetectorSettings:
     prior_posts: float = 30.0
     time_of_day_prior_posts: float = 200.0
     max_concentration: float = 300.0
-    # The concentration from the symbol's own last day: how much more its 10-minute shares
-    # spread than counting alone explains (drift, a crowd's mood), within these bounds; the
-    # spread of `concentration_prior_pairs` pairs of stories at max_concentration is the prior.
-    concentration_from_data: bool = False
-    min_concentration: float = 20.0
-    concentration_prior_pairs: float = 2000.0
     # the usual volume needs this many minutes at this clock time on previous days
     min_volume_history_minutes: int = 30
     min_baseline_share: float = 0.02

@@ -37,6 +37,17 @@ _NO_BIN = -(10**12)
 T = TypeVar("T")
 
 
+def _accumulate(arrays: tuple[FloatArray, ...], ids: IntArray, slot: int, bin_id: int, values: tuple[npt.ArrayLike, ...]) -> None:
+    """Add per-symbol `values` to column `slot` of each array, after clearing it if the slot
+    still holds an older bin (a ring of bins: slot = bin_id modulo its length)."""
+    if ids[slot] != bin_id:
+        ids[slot] = bin_id
+        for array in arrays:
+            array[:, slot] = 0.0
+    for array, value in zip(arrays, values, strict=True):
+        array[:, slot] += value
+
+
 def to_epoch_minute(minute: datetime) -> int:
     return int(minute.timestamp()) // 60
 
@@ -234,36 +245,21 @@ class DetectorState:
     def _leave_guard(self, u: int) -> None:
         """Minute u leaves the guard zone: into the baseline unless it was part of a spike."""
         b = u // self.bin_minutes
-        bslot = b % self.n_bins
-        if self.bin_ids[bslot] != b:
-            self.bin_ids[bslot] = b
-            self.bin_total[:, bslot] = 0.0
-            self.bin_negative[:, bslot] = 0.0
-            self.bin_expected[:, bslot] = 0.0
-            self.bin_kept[:, bslot] = 0.0
         uslot = u % self.ring
         n, k, s = self.total[:, uslot], self.negative[:, uslot], self.expected[:, uslot]
         keep = ~self.in_spike[:, uslot]
-        self.bin_total[:, bslot] += n * keep
-        self.bin_negative[:, bslot] += k * keep
-        self.bin_expected[:, bslot] += s * keep
-        self.bin_kept[:, bslot] += keep
+        baseline = (self.bin_total, self.bin_negative, self.bin_expected, self.bin_kept)
+        _accumulate(baseline, self.bin_ids, b % self.n_bins, b, (n * keep, k * keep, s * keep, keep))
         # moments of minutes with posts only: quiet minutes say nothing about a story's spread
         seen = keep & (n > 0)
         step = np.stack([n, s, s * s, n * s, n * n], axis=1).astype(np.float64)
         self.moments *= self.moment_decay
         self.moments[seen] += step[seen]
-        # the read record for late posts
+        # the read record for late posts, spike minutes included
         rslot = b % self.late_bins
         if self.read_ids[rslot] != b:
-            self.read_ids[rslot] = b
-            self.read_total[:, rslot] = 0.0
-            self.read_negative[:, rslot] = 0.0
-            self.read_expected[:, rslot] = 0.0
             self.read_minutes[rslot] = 0.0
-        self.read_total[:, rslot] += n
-        self.read_negative[:, rslot] += k
-        self.read_expected[:, rslot] += s
+        _accumulate((self.read_total, self.read_negative, self.read_expected), self.read_ids, rslot, b, (n, k, s))
         self.read_minutes[rslot] += 1
 
     def late_span(self) -> tuple[int, int] | None:

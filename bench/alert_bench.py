@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections import Counter
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -106,61 +107,48 @@ class Fired:
 
 @dataclass
 class Score:
-    qualifying: int = 0
-    detected: int = 0
+    """Counts (spikes to find and found, alerts true and false, repeats, sell-offs...), delays,
+    false alerts by cause, and the ticker-days they were counted over."""
+
+    counts: Counter[str] = field(default_factory=Counter)
     delays: list[float] = field(default_factory=list)
     notified_delays: list[float] = field(default_factory=list)
-    sub_target: int = 0
-    sub_target_detected: int = 0
-    true_alerts: int = 0
-    false_alerts: int = 0
-    false_by_cause: dict[str, int] = field(default_factory=dict)
-    repeats: int = 0
+    false_by_cause: Counter[str] = field(default_factory=Counter)
     symbol_days: float = 0.0
-    selloffs: int = 0
-    selloff_tickers: int = 0
-    selloff_notifications: int = 0
-    selloff_grouped: int = 0
 
     def merge(self, other: Score) -> Score:
-        causes = dict(self.false_by_cause)
-        for key, value in other.false_by_cause.items():
-            causes[key] = causes.get(key, 0) + value
-        merged = Score(**{k: getattr(self, k) + getattr(other, k) for k in _ADDITIVE})
-        merged.delays = self.delays + other.delays
-        merged.notified_delays = self.notified_delays + other.notified_delays
-        merged.false_by_cause = causes
-        return merged
+        return Score(
+            self.counts + other.counts,
+            self.delays + other.delays,
+            self.notified_delays + other.notified_delays,
+            self.false_by_cause + other.false_by_cause,
+            self.symbol_days + other.symbol_days,
+        )
 
     def summary(self) -> dict[str, Any]:
+        c = self.counts
         delays, notified = sorted(self.delays), sorted(self.notified_delays)
         return {
-            "qualifying_spikes": self.qualifying,
-            "recall": _ratio(self.detected, self.qualifying),
+            "qualifying_spikes": c["qualifying"],
+            "recall": _ratio(c["detected"], c["qualifying"]),
             "median_delay_min": _round(statistics.median(delays)) if delays else None,
             "p90_delay_min": _round(_quantile(delays, 0.9)) if delays else None,
-            "within_3_min": _ratio(sum(d <= 3 for d in delays), self.qualifying),
+            "within_3_min": _ratio(sum(d <= 3 for d in delays), c["qualifying"]),
             "median_notified_delay_min": _round(statistics.median(notified)) if notified else None,
             "p90_notified_delay_min": _round(_quantile(notified, 0.9)) if notified else None,
-            "precision": _ratio(self.true_alerts, self.true_alerts + self.false_alerts),
-            "false_alerts": self.false_alerts,
-            "false_per_100_symbol_days": round(100 * self.false_alerts / self.symbol_days, 3) if self.symbol_days else None,
+            "precision": _ratio(c["true_alerts"], c["true_alerts"] + c["false_alerts"]),
+            "false_alerts": c["false_alerts"],
+            "false_per_100_symbol_days": round(100 * c["false_alerts"] / self.symbol_days, 3) if self.symbol_days else None,
             "false_by_cause": dict(sorted(self.false_by_cause.items())),
-            "repeats_within_episode": self.repeats,
-            "sub_target_spikes": self.sub_target,
-            "sub_target_recall": _ratio(self.sub_target_detected, self.sub_target),
+            "repeats_within_episode": c["repeats"],
+            "sub_target_spikes": c["sub_target"],
+            "sub_target_recall": _ratio(c["sub_target_detected"], c["sub_target"]),
             "symbol_days": self.symbol_days,
-            "selloffs": self.selloffs,
-            "selloff_tickers_alerted": self.selloff_tickers,
-            "selloff_notifications": self.selloff_notifications,
-            "selloff_grouped_notifications": self.selloff_grouped,
+            "selloffs": c["selloffs"],
+            "selloff_tickers_alerted": c["selloff_tickers"],
+            "selloff_notifications": c["selloff_notifications"],
+            "selloff_grouped_notifications": c["selloff_grouped"],
         }
-
-
-_ADDITIVE = (
-    "qualifying", "detected", "sub_target", "sub_target_detected", "true_alerts", "false_alerts", "repeats",
-    "symbol_days", "selloffs", "selloff_tickers", "selloff_notifications", "selloff_grouped",
-)
 
 
 def _ratio(a: float, b: float) -> float | None:
@@ -197,37 +185,36 @@ def score(stream: Stream, alerts: list[Fired]) -> Score:
     decoys = [e for e in stream.events if e.kind != "negative-spike"]
     matched: dict[int, list[Fired]] = {i: [] for i in range(len(spikes))}
     result = Score(symbol_days=stream.evaluated_symbol_days)
+    c = result.counts
     for alert in alerts:
         hit = next(
             (i for i, e in enumerate(spikes) if e.symbol == alert.symbol and e.onset < alert.minute <= e.onset + e.minutes + MATCH_GRACE),
             None,
         )
         if hit is None:
-            result.false_alerts += 1
-            cause = _cause(stream, decoys, alert)
-            result.false_by_cause[cause] = result.false_by_cause.get(cause, 0) + 1
+            c["false_alerts"] += 1
+            result.false_by_cause[_cause(stream, decoys, alert)] += 1
             continue
         matched[hit].append(alert)
-        result.true_alerts += spikes[hit].qualifies
+        c["true_alerts"] += spikes[hit].qualifies
     for i, spike in enumerate(spikes):
         hits = sorted(matched[i], key=lambda f: f.minute)
-        result.repeats += max(0, len(hits) - 1)
+        c["repeats"] += max(0, len(hits) - 1)
         if spike.qualifies:
-            result.qualifying += 1
+            c["qualifying"] += 1
             if hits:
-                result.detected += 1
+                c["detected"] += 1
                 result.delays.append(hits[0].minute - spike.onset)
                 result.notified_delays.append(hits[0].notified - spike.onset)
         else:
-            result.sub_target += 1
-            result.sub_target_detected += bool(hits)
+            c["sub_target"] += 1
+            c["sub_target_detected"] += bool(hits)
     for number in sorted({e.selloff for e in spikes if e.selloff is not None}):
-        members = [i for i, e in enumerate(spikes) if e.selloff == number]
-        hits = [a for i in members for a in matched[i]]
-        result.selloffs += 1
-        result.selloff_tickers += len({a.symbol for a in hits})
-        result.selloff_notifications += len({a.notification for a in hits})
-        result.selloff_grouped += len({a.notification for a in hits if a.grouped})
+        hits = [a for i, e in enumerate(spikes) if e.selloff == number for a in matched[i]]
+        c["selloffs"] += 1
+        c["selloff_tickers"] += len({a.symbol for a in hits})
+        c["selloff_notifications"] += len({a.notification for a in hits})
+        c["selloff_grouped"] += len({a.notification for a in hits if a.grouped})
     return result
 
 
@@ -245,13 +232,13 @@ def oracle(stream: Stream) -> Score:
     for event in stream.events:
         if event.kind != "negative-spike" or not event.qualifies:
             continue
-        result.qualifying += 1
+        result.counts["qualifying"] += 1
         i, onset = index[event.symbol], event.onset
         n = np.cumsum(stream.labelled_total[i, onset : onset + 30])
         k = np.cumsum(stream.labelled_negative[i, onset : onset + 30])
         hits = np.nonzero(binomial_sf(k, n, event.base_share) <= ORACLE_ALPHA)[0]
         if len(hits):
-            result.detected += 1
+            result.counts["detected"] += 1
             result.delays.append(float(hits[0]) + 1)  # minutes of evidence
             result.notified_delays.append(float(hits[0]) + 1)
     return result

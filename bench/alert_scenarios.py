@@ -51,41 +51,65 @@ _EMOTIONS = {"negative": "fear", "neutral": "neutral", "positive": "joy"}
 
 
 @dataclass(frozen=True)
+class Volume:
+    curve: Literal["continuous", "trading-hours"] = "continuous"
+    busy: int = 40  # tickers
+    thin: int = 10
+    busy_rate: tuple[float, float] = (0.6, 0.7)  # stories a minute: log-normal (median, sigma), clipped to 0.25-8
+    thin_rate: tuple[float, float] = (0.005, 0.04)
+
+
+@dataclass(frozen=True)
+class Mood:
+    """How the baseline share moves (on the logit scale)."""
+
+    swing: float = 0.35  # largest time-of-day swing
+    daily_drift_sd: float = 0.1  # day-to-day change (random walk)
+    intraday_drift_sd: float = 0.07  # slow drift within a day (AR(1) over 4 hours)
+    overdispersion: float = 600.0  # Beta concentration of the per-minute share
+
+
+@dataclass(frozen=True)
+class Spikes:
+    per_day: float = 0.8  # per busy ticker
+    onsets: tuple[tuple[Onset, float], ...] = (("step", 0.7), ("ramp", 0.3))
+    ratio: tuple[float, float] = (1.5, 4.5)  # true negative share x, uniform
+    volume: tuple[float, float] = (2.5, 25.0)  # volume x, log-uniform
+    minutes: tuple[int, int] = (10, 90)
+
+
+@dataclass(frozen=True)
+class Decoys:
+    volume_bursts: float = 0.5  # per busy ticker and day
+    positive_spikes: float = 0.5
+    viral: float = 0.0
+    thin_clusters: float = 1.0  # per thin ticker and day
+
+
+@dataclass(frozen=True)
+class Delivery:
+    duplicates: float = 0.01  # the same post twice
+    copies: float = 0.0  # the same story from another outlet
+    late: float = 0.0  # arriving 1-15 minutes after publication
+    very_late: float = 0.0  # arriving 2-5 hours after (after the detector's ring)
+
+
+@dataclass(frozen=True)
 class Family:
     name: str
     about: str
     days: int = 8
     warmup_days: int = 1
+    volume: Volume = Volume()
+    mood: Mood = Mood()
+    spikes: Spikes = Spikes()
+    # per day, a market-wide sell-off: this share of the busy tickers spiking within minutes
+    selloffs: tuple[float, tuple[float, float]] = (0.0, (0.3, 0.7))
+    decoys: Decoys = Decoys()
+    delivery: Delivery = Delivery()
+    # the simulated model: its prior, and kappa (smaller = more confident, more often right)
+    model: tuple[tuple[float, float, float], float] = ((0.25, 0.45, 0.30), 0.6)
     start: datetime = datetime(2024, 3, 4, tzinfo=UTC)  # a Monday
-    busy_symbols: int = 40
-    thin_symbols: int = 10
-    busy_rate: tuple[float, float] = (0.6, 0.7)  # stories a minute: log-normal (median, sigma), clipped to 0.25-8
-    thin_rate: tuple[float, float] = (0.005, 0.04)
-    volume_curve: Literal["continuous", "trading-hours"] = "continuous"
-    share_swing: float = 0.35  # largest time-of-day swing of the negative share (logit)
-    daily_drift_sd: float = 0.1  # day-to-day change of the share (logit, random walk)
-    intraday_drift_sd: float = 0.07  # slow drift within a day (logit, AR(1) over 4 hours)
-    overdispersion: float = 600.0  # Beta concentration of the per-minute share
-    # per busy ticker and day
-    spikes: float = 0.8
-    onsets: tuple[tuple[Onset, float], ...] = (("step", 0.7), ("ramp", 0.3))
-    spike_ratio: tuple[float, float] = (1.5, 4.5)  # true negative share x, uniform
-    spike_volume: tuple[float, float] = (2.5, 25.0)  # volume x, log-uniform
-    spike_minutes: tuple[int, int] = (10, 90)
-    volume_bursts: float = 0.5
-    positive_spikes: float = 0.5
-    viral: float = 0.0
-    # per day: a share of the busy tickers spiking within minutes of each other
-    selloffs: float = 0.0
-    selloff_share: tuple[float, float] = (0.3, 0.7)
-    # per thin ticker and day
-    thin_clusters: float = 1.0
-    duplicate_fraction: float = 0.01
-    copy_fraction: float = 0.0
-    late_fraction: float = 0.0  # arrive 1-15 minutes after publication
-    very_late_fraction: float = 0.0  # arrive 2-5 hours after (after the detector's ring)
-    model_prior: tuple[float, float, float] = (0.25, 0.45, 0.30)
-    model_concentration: float = 0.6  # kappa: smaller = more confident (and more often right)
     min_event_gap_minutes: int = 240
 
     @property
@@ -99,61 +123,44 @@ FAMILIES: dict[str, Family] = {
         Family(
             "newsroom",
             "busy tickers around the clock, sharp (step) onsets, volume bursts and positive spikes as decoys",
-            onsets=(("step", 1.0),),
+            spikes=Spikes(onsets=(("step", 1.0),)),
         ),
         Family(
             "ramps",
             "onsets that ramp up over 5-15 minutes or come in bursts, a time-of-day cycle in the share "
             "and a drift from day to day, a noisier model",
-            onsets=(("ramp", 0.6), ("bursts", 0.4)),
-            share_swing=0.6,
-            daily_drift_sd=0.2,
-            model_concentration=1.0,
+            spikes=Spikes(onsets=(("ramp", 0.6), ("bursts", 0.4))),
+            mood=Mood(swing=0.6, daily_drift_sd=0.2),
+            model=((0.25, 0.45, 0.30), 1.0),
         ),
         Family(
             "trading-hours",
             "posts during trading hours, near-empty nights and weekends, market-wide sell-offs, many thin tickers",
             days=10,
             warmup_days=3,
-            volume_curve="trading-hours",
-            busy_symbols=40,
-            thin_symbols=30,
-            busy_rate=(0.8, 0.8),
-            spikes=0.5,
-            onsets=(("step", 0.4), ("ramp", 0.3), ("bursts", 0.3)),
-            selloffs=0.25,
-            volume_bursts=0.3,
-            positive_spikes=0.3,
-            thin_clusters=2.0,
+            volume=Volume(curve="trading-hours", thin=30, busy_rate=(0.8, 0.8)),
+            spikes=Spikes(per_day=0.5, onsets=(("step", 0.4), ("ramp", 0.3), ("bursts", 0.3))),
+            selloffs=(0.25, (0.3, 0.7)),
+            decoys=Decoys(volume_bursts=0.3, positive_spikes=0.3, thin_clusters=2.0),
         ),
         Family(
             "social",
             "a crowd: tickers going viral, positive spikes, volume bursts, reposts of one story by many "
             "outlets, duplicates and late posts, a noisier model",
-            onsets=(("step", 0.5), ("bursts", 0.5)),
-            viral=0.15,
-            positive_spikes=0.8,
-            volume_bursts=0.8,
-            duplicate_fraction=0.05,
-            copy_fraction=0.15,
-            late_fraction=0.05,
-            very_late_fraction=0.005,
-            overdispersion=300.0,
-            model_concentration=1.2,
+            spikes=Spikes(onsets=(("step", 0.5), ("bursts", 0.5))),
+            decoys=Decoys(volume_bursts=0.8, positive_spikes=0.8, viral=0.15),
+            delivery=Delivery(duplicates=0.05, copies=0.15, late=0.05, very_late=0.005),
+            mood=Mood(overdispersion=300.0),
+            model=((0.25, 0.45, 0.30), 1.2),
         ),
         Family(
             "drifting",
             "the baseline share drifts strongly over days and within them, smaller spikes of every shape, "
             "thin tickers, weekend lulls",
-            daily_drift_sd=0.35,
-            intraday_drift_sd=0.15,
-            share_swing=0.5,
-            thin_symbols=20,
-            busy_rate=(0.6, 0.8),
-            spike_ratio=(1.5, 3.5),
-            spike_volume=(2.0, 15.0),
-            onsets=(("step", 0.34), ("ramp", 0.33), ("bursts", 0.33)),
-            late_fraction=0.02,
+            mood=Mood(swing=0.5, daily_drift_sd=0.35, intraday_drift_sd=0.15),
+            volume=Volume(thin=20, busy_rate=(0.6, 0.8)),
+            spikes=Spikes(ratio=(1.5, 3.5), volume=(2.0, 15.0), onsets=(("step", 0.34), ("ramp", 0.33), ("bursts", 0.33))),
+            delivery=Delivery(late=0.02),
         ),
     )
 }
@@ -218,8 +225,8 @@ def generate(family: Family, seed: int, **changes: object) -> Stream:
     rng = np.random.default_rng([seed, _stable_hash(family.name)])
     minutes = family.days * MINUTES_PER_DAY
     curve = _volume_curve(family, minutes)
-    busy = [f"{family.name[:2].upper()}{i:03d}" for i in range(family.busy_symbols)]
-    thin = [f"T{family.name[:1].upper()}{i:03d}" for i in range(family.thin_symbols)]
+    busy = [f"{family.name[:2].upper()}{i:03d}" for i in range(family.volume.busy)]
+    thin = [f"T{family.name[:1].upper()}{i:03d}" for i in range(family.volume.thin)]
     model = _Model(family, rng)
     plans = _plan_events(rng, family, busy, curve)
 
@@ -227,7 +234,7 @@ def generate(family: Family, seed: int, **changes: object) -> Stream:
     events: list[Event] = []
     totals, negatives = [], []
     for name in busy:
-        rate = float(np.clip(rng.lognormal(math.log(family.busy_rate[0]), family.busy_rate[1]), 0.25, 8.0))
+        rate = float(np.clip(rng.lognormal(math.log(family.volume.busy_rate[0]), family.volume.busy_rate[1]), 0.25, 8.0))
         volume = rate * curve * np.repeat(rng.lognormal(0.0, 0.2, family.days), MINUTES_PER_DAY)[:minutes]
         neg, pos = _shares(rng, family, minutes)
         shaped = [_apply(rng, family, plan, volume, neg, pos) for plan in plans.get(name, [])]
@@ -238,14 +245,14 @@ def generate(family: Family, seed: int, **changes: object) -> Stream:
         for plan, true_ratio, factor in shaped:
             events.append(_event(name, plan, true_ratio, factor, neg, pos, labelled_negative, model))
     for name in thin:
-        rate = float(rng.uniform(*family.thin_rate))
+        rate = float(rng.uniform(*family.volume.thin_rate))
         share = float(rng.uniform(0.1, 0.5))
         volume = rate * curve
         neg = np.full(minutes, share)
         pos = np.full(minutes, min(0.9 - share, float(rng.uniform(0.2, 0.4))))
         stance = _draw(rng, family, volume, neg, pos)
         clusters = []
-        for _kind, onset in _schedule(rng, family, curve, [("thin-cluster", family.thin_clusters)], []):
+        for _kind, onset in _schedule(rng, family, curve, [("thin-cluster", family.decoys.thin_clusters)], []):
             length, extra = int(rng.integers(1, 6)), int(rng.integers(3, 7))
             np.add.at(stance[0], onset + rng.integers(0, length, extra), 1)  # one angry account
             clusters.append(Event(name, "thin-cluster", onset, length, None, 1.0, share, 1.0, 1.0, extra, False))
@@ -277,7 +284,7 @@ def _volume_curve(family: Family, minutes: int) -> FloatArray:
     hour = (m % MINUTES_PER_DAY) / 60.0
     weekday = (family.start.weekday() + m // MINUTES_PER_DAY) % 7
     weekend = weekday >= 5
-    if family.volume_curve == "trading-hours":
+    if family.volume.curve == "trading-hours":
         # US session 13:30-20:00 UTC busy, pre- and after-market thin, nights and weekends ~empty
         session = (hour >= 13.5) & (hour < 20.0)
         extended = (hour >= 11.0) & (hour < 23.0)
@@ -315,16 +322,16 @@ def _shares(rng: np.random.Generator, family: Family, minutes: int) -> tuple[Flo
     """Expected true negative and positive share per minute, before events."""
     hour = (np.arange(minutes) % MINUTES_PER_DAY) / 60.0
     base_neg, base_pos = rng.uniform(0.12, 0.35), rng.uniform(0.2, 0.4)
-    swing, phase = rng.uniform(0.0, family.share_swing), rng.uniform(0.0, 24.0)
-    days = np.cumsum(rng.normal(0.0, family.daily_drift_sd, family.days))
+    swing, phase = rng.uniform(0.0, family.mood.swing), rng.uniform(0.0, 24.0)
+    days = np.cumsum(rng.normal(0.0, family.mood.daily_drift_sd, family.days))
     daily = np.repeat(days - days.mean(), MINUTES_PER_DAY)[:minutes]
     neg_logit = (
         _logit(base_neg)
         + swing * np.sin(2 * np.pi * (hour - phase) / 24.0)
         + daily
-        + _ar1(rng, minutes, family.intraday_drift_sd, 240.0)
+        + _ar1(rng, minutes, family.mood.intraday_drift_sd, 240.0)
     )
-    pos_logit = _logit(base_pos) + _ar1(rng, minutes, family.intraday_drift_sd, 240.0)
+    pos_logit = _logit(base_pos) + _ar1(rng, minutes, family.mood.intraday_drift_sd, 240.0)
     neg, pos = _expit(neg_logit), _expit(pos_logit)
     return neg, np.minimum(pos, 0.95 - neg)
 
@@ -333,7 +340,7 @@ def _draw(
     rng: np.random.Generator, family: Family, volume: FloatArray, neg: FloatArray, pos: FloatArray
 ) -> tuple[IntArray, IntArray, IntArray]:
     """Stories per minute by true stance: (negative, neutral, positive)."""
-    c = family.overdispersion
+    c = family.mood.overdispersion
     neg_m = rng.beta(neg * c, (1.0 - neg) * c)
     pos_share = np.clip(pos / np.maximum(1.0 - neg, 1e-9), 0.0, 1.0)
     total = rng.poisson(volume)
@@ -386,8 +393,8 @@ def _schedule(
 
 
 def _onset_shape(rng: np.random.Generator, family: Family) -> tuple[Onset, int, tuple[bool, ...]]:
-    names = [name for name, _ in family.onsets]
-    weights = np.array([w for _, w in family.onsets])
+    names = [name for name, _ in family.spikes.onsets]
+    weights = np.array([w for _, w in family.spikes.onsets])
     shape: Onset = names[int(rng.choice(len(names), p=weights / weights.sum()))]
     if shape == "ramp":
         return shape, int(rng.integers(5, 16)), ()
@@ -406,8 +413,8 @@ def _plan_events(
     plans: dict[str, list[_Plan]] = {name: [] for name in busy}
     taken: dict[str, list[int]] = {name: [] for name in busy}
     # market-wide sell-offs first: many tickers within a few minutes of each other
-    for number, (_kind, onset) in enumerate(_schedule(rng, family, curve, [("negative-spike", family.selloffs)], [])):
-        share = rng.uniform(*family.selloff_share)
+    for number, (_kind, onset) in enumerate(_schedule(rng, family, curve, [("negative-spike", family.selloffs[0])], [])):
+        share = rng.uniform(*family.selloffs[1])
         for name in busy:
             if rng.random() >= share or any(abs(onset - t) < family.min_event_gap_minutes for t in taken[name]):
                 continue
@@ -419,16 +426,16 @@ def _plan_events(
             )
             taken[name].append(start)
     kinds: list[tuple[EventKind, float]] = [
-        ("negative-spike", family.spikes),
-        ("volume-burst", family.volume_bursts),
-        ("positive-spike", family.positive_spikes),
-        ("viral", family.viral),
+        ("negative-spike", family.spikes.per_day),
+        ("volume-burst", family.decoys.volume_bursts),
+        ("positive-spike", family.decoys.positive_spikes),
+        ("viral", family.decoys.viral),
     ]
     for name in busy:
         for kind, onset in _schedule(rng, family, curve, kinds, taken[name]):
             if kind == "negative-spike":
                 shape, ramp, bursts = _onset_shape(rng, family)
-                plans[name].append(_Plan(kind, onset, int(rng.integers(*family.spike_minutes) + 1), shape, ramp, bursts))
+                plans[name].append(_Plan(kind, onset, int(rng.integers(*family.spikes.minutes) + 1), shape, ramp, bursts))
             elif kind == "viral":
                 plans[name].append(_Plan(kind, onset, int(rng.integers(60, 181)), "ramp", int(rng.integers(10, 31))))
             else:
@@ -450,8 +457,8 @@ def _apply(
         weight[: len(head)] = head
     base_neg = float(neg[plan.onset])
     if plan.kind == "negative-spike":
-        ratio = plan.ratio or float(rng.uniform(*family.spike_ratio))
-        lo, hi = family.spike_volume
+        ratio = plan.ratio or float(rng.uniform(*family.spikes.ratio))
+        lo, hi = family.spikes.volume
         factor = plan.volume or math.exp(rng.uniform(math.log(lo), math.log(hi)))
         neg_target, pos_target = min(0.9, base_neg * ratio), None
     elif plan.kind == "volume-burst":
@@ -504,7 +511,7 @@ class _Model:
     """Calibrated by construction: for a story of true stance c, p ~ Dirichlet(kappa * prior + e_c)."""
 
     def __init__(self, family: Family, rng: np.random.Generator) -> None:
-        self.alpha = family.model_concentration * np.asarray(family.model_prior)
+        self.alpha = family.model[1] * np.asarray(family.model[0])
         self.rng = rng
         # P(label | true stance), estimated once: what the detector's labelled counts mean
         draws = 20000
@@ -551,10 +558,10 @@ class _Output:
         published = self.start + 60 * minute + second
         delay = rng.uniform(0.5, 3.0, len(minute))
         late = rng.random(len(minute))
-        delay = np.where(late < family.late_fraction, rng.uniform(60, 900, len(minute)), delay)
-        delay = np.where(late > 1 - family.very_late_fraction, rng.uniform(7200, 18000, len(minute)), delay)
-        copies = rng.random(len(minute)) < family.copy_fraction
-        again = rng.random(len(minute)) < family.duplicate_fraction
+        delay = np.where(late < family.delivery.late, rng.uniform(60, 900, len(minute)), delay)
+        delay = np.where(late > 1 - family.delivery.very_late, rng.uniform(7200, 18000, len(minute)), delay)
+        copies = rng.random(len(minute)) < family.delivery.copies
+        again = rng.random(len(minute)) < family.delivery.duplicates
         for i in range(len(minute)):
             post_id = f"{family.name}:{self.seed}:{self.counter}"
             self.counter += 1

@@ -150,7 +150,8 @@ def test_cli_backtest_writes_jsonl(tmp_path: Path) -> None:
 def test_a_scenario_stream_replays_to_its_spikes() -> None:
     """Scored posts from a scenario family (late posts, duplicates, copies of a story) come out
     as alerts on the spikes that must be found, and on few others."""
-    family = replace(FAMILIES["social"], days=3, warmup_days=1, busy_symbols=12, thin_symbols=3, viral=0.0)
+    social = FAMILIES["social"]
+    family = replace(social, days=3, volume=replace(social.volume, busy=12, thin=3), decoys=replace(social.decoys, viral=0.0))
     stream = generate(family, 7)
     result = backtest.run(stream.jsonl(), examples=0)
     assert result.duplicates > 0 and result.late_stories >= 0

@@ -180,10 +180,10 @@ class DetectionEngine:
         if start is None:
             start = source.earliest_minute(last_complete - (self.settings.first_run_lookback or timedelta(days=36500)))
         if start is not None and start <= last_complete:
-            self._record(source, state, start, last_complete, result)
+            self._record(source, state, start, last_complete, result, wall)
         if self.settings.evaluate_pending and detector.last_minute is not None:
-            self._evaluate_pending(source, state, clock, result)
-        result.notifications += advance(state, clock, [], self.lifecycle_settings, commit=False)
+            self._evaluate_pending(source, state, clock, result, wall)
+        result.notifications += advance(state, clock, [], self.lifecycle_settings, commit=False, now=wall)
         return result
 
     def _start(self, source: CountsSource, state: AlertState, last_complete: datetime) -> bool:
@@ -214,7 +214,9 @@ class DetectionEngine:
                 minute += MINUTE
             cursor = chunk_end + MINUTE
 
-    def _record(self, source: CountsSource, state: AlertState, start: datetime, last: datetime, result: TickResult) -> None:
+    def _record(
+        self, source: CountsSource, state: AlertState, start: datetime, last: datetime, result: TickResult, wall: datetime
+    ) -> None:
         """Record and evaluate every minute in [start, last]; every `late_check_minutes`, read
         the guard zone again first (late posts)."""
         detector = self.detector
@@ -235,7 +237,7 @@ class DetectionEngine:
             alerts = step(detector, minute, counts, settings)
             result.recorded += 1
             end = minute + MINUTE
-            result.notifications += advance(state, end, self._with_examples(state, alerts), self.lifecycle_settings)
+            result.notifications += advance(state, end, self._with_examples(state, alerts), self.lifecycle_settings, now=wall)
             if self._records:
                 result.minutes += self._minute_records(minute)
             if to_epoch_minute(minute) % check_every == 0:
@@ -259,7 +261,9 @@ class DetectionEngine:
             late += detector.add_late(index, bin_id, (row.total, row.negative, row.expected_negative))
         return late
 
-    def _evaluate_pending(self, source: CountsSource, state: AlertState, clock: datetime, result: TickResult) -> None:
+    def _evaluate_pending(
+        self, source: CountsSource, state: AlertState, clock: datetime, result: TickResult, wall: datetime
+    ) -> None:
         """Evaluate the minutes after the last recorded one, as far as they have arrived."""
         detector = self.detector
         assert detector is not None and detector.last_minute is not None
@@ -288,7 +292,7 @@ class DetectionEngine:
         alerts = evaluate(detector, self.detector_settings, pending, at=clock, rows=rows)
         result.evaluated_pending = True
         result.notifications += advance(
-            state, clock, self._with_examples(state, alerts), self.lifecycle_settings, commit=False
+            state, clock, self._with_examples(state, alerts), self.lifecycle_settings, commit=False, now=wall
         )
 
     def _with_examples(self, state: AlertState, alerts: list[Alert]) -> list[Alert]:

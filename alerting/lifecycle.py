@@ -316,9 +316,12 @@ def advance(
     settings: LifecycleSettings,
     *,
     commit: bool = True,
+    now: datetime | None = None,
 ) -> list[Notification]:
     """Apply the alerts of the minute ending at `at` (or, with commit=False, of an evaluation of
-    the minutes so far at `at`); return (and queue) the notifications that are due.
+    the minutes so far at `at`); return (and queue) the notifications that are due, made `now`
+    (when this runs; `at` by default: a job catching up on past minutes still times episodes
+    by the minutes they were in).
 
     A complete minute at or before `state.last_minute` was already applied and is ignored,
     which is what makes a re-run after a restart send nothing twice.
@@ -368,9 +371,10 @@ def advance(
         )
         state.held.append(Held(alert, clock))
 
-    notes = _due(state, clock, settings)
+    made = max(now, clock) if now is not None else clock
+    notes = _due(state, clock, settings, made)
     if resolved and settings.notify_resolved:
-        notes.append(_notification("resolved", clock, [e.first_alert for e in resolved.values()]))
+        notes.append(_notification("resolved", made, [e.first_alert for e in resolved.values()]))
     state.outbox.extend(Outgoing(n) for n in notes)
     _expire(state, clock, settings)
     if commit:
@@ -378,9 +382,9 @@ def advance(
     return notes
 
 
-def _due(state: AlertState, clock: datetime, settings: LifecycleSettings) -> list[Notification]:
-    """The held alerts whose notification is due now: a market-wide event's, or those that
-    waited `group_wait_s`."""
+def _due(state: AlertState, clock: datetime, settings: LifecycleSettings, made: datetime) -> list[Notification]:
+    """The held alerts whose notification is due at `clock`: a market-wide event's, or those
+    that waited `group_wait_s`; their notifications are stamped `made`."""
     window = timedelta(minutes=settings.market_window_minutes)
     market = state.market
     if market is not None and clock - market.last_joined > window:
@@ -394,7 +398,7 @@ def _due(state: AlertState, clock: datetime, settings: LifecycleSettings) -> lis
         if market is None and len(recent) >= settings.market_min_symbols:
             group = MarketGroup(f"market-{clock.strftime('%Y%m%dT%H%M%SZ')}", clock, tuple(recent))
             state.market = MarketEvent(group, clock, clock)
-            notes.append(_notification("firing", clock, [h.alert for h in negative], group))
+            notes.append(_notification("firing", made, [h.alert for h in negative], group))
             state.held = [h for h in state.held if h.alert.kind != NEGATIVE_SPIKE]
         elif market is not None:
             market.last_joined = max(market.last_joined, max(h.since for h in negative))
@@ -402,14 +406,14 @@ def _due(state: AlertState, clock: datetime, settings: LifecycleSettings) -> lis
                 joined = tuple(sorted({*market.group.symbols, *(h.alert.symbol for h in negative)}))
                 market.group = MarketGroup(market.group.group_id, market.group.opened_at, joined)
                 market.last_notified = clock
-                notes.append(_notification("firing", clock, [h.alert for h in negative], market.group))
+                notes.append(_notification("firing", made, [h.alert for h in negative], market.group))
                 state.held = [h for h in state.held if h.alert.kind != NEGATIVE_SPIKE]
     # the rest go out together once the first of them has waited group_wait_s
     wait = timedelta(seconds=settings.group_wait_s)
     in_market = state.market is not None
     waiting = [h for h in state.held if not (in_market and h.alert.kind == NEGATIVE_SPIKE)]
     if waiting and clock - min(h.since for h in waiting) >= wait:
-        notes.append(_notification("firing", clock, [h.alert for h in waiting]))
+        notes.append(_notification("firing", made, [h.alert for h in waiting]))
         state.held = [h for h in state.held if h not in waiting]
     return notes
 
@@ -417,7 +421,7 @@ def _due(state: AlertState, clock: datetime, settings: LifecycleSettings) -> lis
 def release_held(state: AlertState, at: datetime, settings: LifecycleSettings) -> list[Notification]:
     """Queue every held notification now (a last run: `moodwire alert --once`)."""
     clock = max(state.clock, at) if state.clock is not None else at
-    notes = _due(state, clock, replace(settings, group_wait_s=0.0, market_update_minutes=0))
+    notes = _due(state, clock, replace(settings, group_wait_s=0.0, market_update_minutes=0), max(at, clock))
     state.outbox.extend(Outgoing(n) for n in notes)
     return notes
 

@@ -249,7 +249,12 @@ def test_a_complete_minute_after_an_evaluation_of_the_minutes_so_far_is_not_appl
     # the minutes so far at 14:05:30 open the episode; the complete minute 14:05 (ending 14:06)
     # and an earlier one ending 14:05:00 still count as new complete minutes, silently
     (note,) = advance(state, minute(5) + timedelta(seconds=30), [alert("ACME", 5)], SETTINGS, commit=False)
+    assert state.last_minute is None  # the minutes so far are never a complete minute
     assert advance(state, minute(5), [alert("ACME", 5)], SETTINGS) == []
+    # time never runs back: the episode was seen at 14:05:30 already
+    assert state.clock == minute(5) + timedelta(seconds=30)
+    assert state.episodes["ACME|negative-spike"].last_seen == minute(5) + timedelta(seconds=30)
+    assert state.last_minute == minute(5)
     assert advance(state, minute(6), [alert("ACME", 6)], SETTINGS) == []
     assert state.last_minute == minute(6) and state.clock == minute(6)
     assert state.episodes["ACME|negative-spike"].last_seen == minute(6)

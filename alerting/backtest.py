@@ -147,8 +147,9 @@ def minute_counts(table: PostTable) -> dict[int, list[MinuteCounts]]:
 class ArrivalReplay:
     """A `CountsSource` over the posts that have arrived by the replay's current moment."""
 
-    def __init__(self, arrivals: list[Arrival]) -> None:
+    def __init__(self, arrivals: list[Arrival], only_changed_bins: bool = True) -> None:
         self._arrivals = arrivals
+        self._only_changed_bins = only_changed_bins
         self._next = 0
         self._tally = StoryTally()
         self._latest_published: datetime | None = None
@@ -195,9 +196,10 @@ class ArrivalReplay:
         return rows
 
     def bin_counts(self, first: datetime, last: datetime, bin_minutes: int) -> list[BinCounts]:
-        """Only bins with a minute that changed since the last call are reported: the engine
-        compares with what it read, so an unchanged bin would add nothing."""
-        changed = self._changed_bins.get(bin_minutes)
+        """Only bins with a minute that changed since the last call are reported (unless
+        `only_changed_bins` is off, as a store reports every bin): the engine compares with what
+        it read, so an unchanged bin would add nothing."""
+        changed = self._changed_bins.get(bin_minutes) if self._only_changed_bins else None
         self._changed_bins[bin_minutes] = set()
         lo, hi = int(first.timestamp()) // 60, int(last.timestamp()) // 60
         bins = sorted(changed) if changed is not None else range(lo // bin_minutes, hi // bin_minutes + 1)

@@ -34,7 +34,8 @@ import httpx
 
 from moodwire.config import Settings
 
-from alerting.detector import Alert
+from alerting.alert import Alert
+from alerting.symbol_groups import describe
 from alerting.lifecycle import DeliveryOutcome, Notification
 from alerting.webhook import RETRY_STATUSES, redact
 
@@ -128,6 +129,10 @@ def _postable(alert: Alert, notification: Notification, settings: AlertmanagerSe
         ),
         "notification_id": notification.notification_id,
     }
+    if notification.group is not None:
+        annotations["market_group"] = notification.group.group_id
+        annotations["market_symbols"] = ", ".join(notification.group.symbols)
+        annotations["market_summary"] = f"market-wide: {describe(notification.group.symbols)}"
     if link:
         annotations["grafana_url"] = link
     body: dict[str, Any] = {

@@ -12,7 +12,10 @@ from typing import Annotated, TextIO
 import typer
 
 from alerting import backtest
-from alerting.detector import DetectorSettings
+from alerting.detector_settings import DetectorSettings
+from alerting.engine import EngineSettings
+from alerting.lifecycle import LifecycleSettings
+from moodwire.config import ConfigError, load_settings
 
 # paragraphs are single lines: the help renderer wraps them to the terminal
 BACKTEST_HELP = (
@@ -25,14 +28,20 @@ BACKTEST_HELP = (
     "the post's stance toward it, a story once). Lines that can't be read are counted and "
     "reported; when no line can be read the command fails."
     "\n\n"
-    "Every minute from the first post to the last is evaluated in simulated time by the "
-    "same detector and alert lifecycle the alert service runs, so an episode is reported "
-    "once, at the minute it opened."
+    "Posts are replayed in the order they arrived (scored_at when a post has one, else "
+    "published_at) through the alert service's own detection loop, ticking in simulated time "
+    "as the service does every alert_interval_s: the minutes so far are evaluated as they "
+    "grow, complete minutes once the lateness passed, late posts add evidence. So an episode "
+    "is reported once, when it would have been notified. Settings (alert_evidence, "
+    "alert_lateness_minutes, alert_interval_s, alert_group_wait_s, ...) are the service's: "
+    "MOODWIRE_* variables or MOODWIRE_CONFIG."
     "\n\n"
     "Output: one JSON object per alert on standard output with symbol, kind "
-    "(negative-spike or volume-spike), fired_at (RFC 3339, the end of the last minute of "
-    "evidence), severity, statistic (-log10 p), p_value, episode_id and evidence (window "
-    "counts, baseline share, the most negative posts). A summary goes to standard error."
+    "(negative-spike or volume-spike), fired_at (RFC 3339, the end of the evidence), "
+    "notified_at (when its notification went out), group (a market-wide event it was "
+    "announced with), severity, statistic (-log10 p), p_value, episode_id and evidence "
+    "(window counts, baseline share, the most negative posts). A summary goes to standard "
+    "error."
 )
 
 
@@ -58,13 +67,19 @@ def backtest_command(
         bool, typer.Option("--quiet", "-q", help="No summary on standard error.")
     ] = False,
 ) -> None:
-    settings = DetectorSettings()
+    try:
+        service = load_settings()
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    settings = DetectorSettings.from_settings(service)
     if not volume_spikes:
         settings = replace(settings, default=replace(settings.default, volume_enabled=False))
+    lifecycle = LifecycleSettings.from_settings(service, ("replay",), notify_resolved=False)
+    engine = replace(EngineSettings.from_settings(service), first_run_lookback=None)
     with _open(file) as lines:
-        result = backtest.run(lines, settings, examples=examples)
+        result = backtest.run(lines, settings, lifecycle, examples, engine, service.alert_interval_s)
     out = sys.stdout
-    for line in backtest.alert_lines(result.alerts):
+    for line in backtest.alert_lines(result.alerts, result.notifications):
         out.write(line + "\n")
     out.flush()
     if not quiet:
@@ -98,6 +113,8 @@ def _summary(result: backtest.BacktestResult, err: TextIO) -> None:
         f"{result.posts_read} posts read ({result.duplicates} duplicate ids, "
         f"{result.invalid} invalid, {result.not_counted} not counted (unscored or flagged), "
         f"{result.without_symbols} without symbols), "
-        f"{result.symbols} symbols over {result.minutes} minutes: {counts}\n"
+        f"{result.symbols} symbols over {result.minutes} minutes: {counts}"
+        + (f"; {result.late_stories:.0f} stories arrived too late for their windows" if result.late_stories else "")
+        + "\n"
     )
     err.writelines(f"skipped {problem}\n" for problem in result.problems)

@@ -21,8 +21,9 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Literal
 
-from alerting.detector import Alert
+from alerting.alert import Alert
 from alerting.lifecycle import DeliveryOutcome, Notification
+from alerting.symbol_groups import describe
 from alerting.webhook import headline
 
 CHANNEL = "email"
@@ -67,6 +68,13 @@ def build_message(notification: Notification, settings: EmailSettings) -> EmailM
 
 def render_text(notification: Notification) -> str:
     lines = [headline(notification), f"at {_when(notification.created_at)}", ""]
+    if notification.group is not None:
+        group = notification.group
+        lines += [
+            f"Market-wide: {describe(group.symbols)} so far, since {_when(group.opened_at)}:",
+            f"  {', '.join(group.symbols)}",
+            "",
+        ]
     for alert in notification.alerts:
         lines += [
             f"{alert.symbol}: {alert.kind}, {alert.severity}",
@@ -101,12 +109,24 @@ def render_html(notification: Notification) -> str:
         '<!DOCTYPE html><html><body style="font-family:sans-serif">'
         f"<h2>{esc(headline(notification))}</h2>"
         f"<p>at {esc(_when(notification.created_at))}</p>"
+        f"{_html_group(notification)}"
         '<table border="1" cellpadding="4" cellspacing="0">'
         "<tr><th>symbol</th><th>kind</th><th>severity</th><th>window</th>"
         "<th>negative</th><th>share</th><th>baseline</th><th>-log10 p</th></tr>"
         f"{rows}</table>"
         f"{''.join(_html_examples(alert) for alert in notification.alerts)}"
         "</body></html>"
+    )
+
+
+def _html_group(notification: Notification) -> str:
+    group = notification.group
+    if group is None:
+        return ""
+    esc = html.escape
+    return (
+        f"<p><b>Market-wide:</b> {esc(describe(group.symbols))} so far, since {esc(_when(group.opened_at))}: "
+        f"{esc(', '.join(group.symbols))}</p>"
     )
 
 

@@ -1,12 +1,18 @@
-"""The alerting job: every minute, feed the complete minutes to the detector, run the alert
-lifecycle, write `alerts`, and deliver notifications. State lives in ClickHouse.
+"""The alerting job: every `alert_interval_s`, run the detection loop (alerting/engine.py) on
+the counts in ClickHouse, write `alerts` and `detector_minutes`, and deliver notifications.
+State lives in ClickHouse.
 
 Order of effects per run (what makes a restart neither re-send nor forget):
-  1. detect over the new complete minutes and advance the lifecycle (queues notifications);
-  2. write the alert rows and save the lifecycle state (outbox included);
+  1. detect (the minutes so far, and every minute complete since the last run) and advance
+     the lifecycle (queues notifications);
+  2. write the alert rows and the detector's minutes, save the lifecycle state (outbox
+     included);
   3. deliver what is pending per channel, record each outcome, save the state again.
 A crash between a delivery and the save after it re-sends that one notification, with the
 same notification_id, so receivers can drop the repeat.
+
+Several `moodwire alert` processes may run on one store: one holds the lease (alerting/lease.py)
+and works, the others stand by and take over when it stops renewing.
 """
 
 from __future__ import annotations
@@ -24,11 +30,15 @@ from typing import Any
 from moodwire import counting, metrics
 from moodwire.config import Settings
 from moodwire.store import Store, StoreError, StoreUnavailable
+from moodwire.store_schema import ALERT_COLUMNS, DELIVERY_COLUMNS, DETECTOR_MINUTE_COLUMNS
 
-from alerting.detector import Alert, DetectorSettings, DetectorState, ExamplePost, observe, step
+from alerting.alert import Alert, ExamplePost
+from alerting.detector_settings import DetectorSettings
+from alerting.engine import BinCounts, DetectionEngine, EngineSettings, MinuteRecord, Watermark
+from alerting.lease import AlertLease
+from alerting.lifecycle import AlertState, LifecycleSettings, Notification, pending, record, release_held
 from alerting.notifiers import Notifier
-from alerting.lifecycle import AlertState, LifecycleSettings, Notification, advance, pending, record
-from alerting.series import MINUTE, MinuteCounts, floor_minute
+from alerting.series import MinuteCounts
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +47,22 @@ EXAMPLES_PER_ALERT = 3
 
 
 class ClickHouseAlertStateStore:
-    """The lifecycle state as one JSON document per name in `alert_state` (ReplacingMergeTree)."""
+    """The lifecycle state as one JSON document per name in `alert_state` (ReplacingMergeTree).
 
-    def __init__(self, store: Store, name: str = STATE_NAME) -> None:
+    Each save carries the lease's fencing token; loading takes the highest token first, so a
+    state saved by an instance that lost the lease never wins over its successor's.
+    """
+
+    def __init__(self, store: Store, name: str = STATE_NAME, token: Callable[[], int] = lambda: 0) -> None:
         self._store = store
         self._name = name
+        self._token = token
         self._revision = 0
 
     def load(self) -> AlertState:
         rows = self._store.query(
             f"SELECT state, revision FROM {self._store.database}.alert_state WHERE name = %(name)s "
-            "ORDER BY revision DESC LIMIT 1",
+            "ORDER BY token DESC, revision DESC LIMIT 1",
             {"name": self._name},
         ).rows
         if not rows:
@@ -60,13 +75,75 @@ class ClickHouseAlertStateStore:
         self._revision = max(self._revision + 1, time.time_ns())
         self._store.insert_rows(
             "alert_state",
-            ("name", "state", "updated_at", "revision"),
-            [(self._name, state.to_json(), datetime.now(UTC).replace(microsecond=0), self._revision)],
+            ("name", "state", "updated_at", "revision", "token"),
+            [(self._name, state.to_json(), datetime.now(UTC).replace(microsecond=0), self._revision, self._token())],
         )
 
 
-def detector_settings_from(settings: Settings) -> DetectorSettings:
-    return DetectorSettings(baseline_days=settings.alert_baseline_days)
+class StoreCounts:
+    """The engine's `CountsSource` over ClickHouse, counting as moodwire.counting defines."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._since: datetime | None = None  # the newest published_at seen, less a day
+
+    def watermark(self) -> Watermark:
+        where = "WHERE published_at >= toDateTime(%(since)s, 'UTC')" if self._since else ""
+        row = self._store.query(
+            f"SELECT count(), max(published_at), max(inserted_at) FROM {self._store.database}.posts {where}",
+            {"since": self._since.replace(tzinfo=None)} if self._since else None,
+        ).rows[0]
+        if not row[0]:
+            if self._since is not None:  # nothing in the last day: look at everything again
+                self._since = None
+                return self.watermark()
+            return Watermark(0, None, None)
+        latest = row[1].astimezone(UTC)
+        self._since = latest - timedelta(days=1)
+        return Watermark(int(row[0]), latest, row[2].astimezone(UTC))
+
+    def minute_counts(self, first: datetime, last: datetime) -> dict[datetime, list[MinuteCounts]]:
+        sql = counting.minute_counts_sql(
+            self._store.database,
+            "minute >= toDateTime(%(start)s, 'UTC') AND minute <= toDateTime(%(end)s, 'UTC') AND symbol != ''",
+        )
+        rows = self._store.query(sql, _span(first, last)).dicts()
+        by_minute: dict[datetime, list[MinuteCounts]] = defaultdict(list)
+        for row in rows:
+            minute = row["minute"].astimezone(UTC)
+            by_minute[minute].append(
+                MinuteCounts(
+                    row["symbol"], minute, int(row["stories"]), int(row["negative"]), int(row["neutral"]),
+                    int(row["positive"]), float(row["expected_negative"]),
+                )
+            )
+        return by_minute
+
+    def bin_counts(self, first: datetime, last: datetime, bin_minutes: int) -> list[BinCounts]:
+        counts = counting.minute_counts_sql(
+            self._store.database,
+            "minute >= toDateTime(%(start)s, 'UTC') AND minute <= toDateTime(%(end)s, 'UTC') AND symbol != ''",
+        )
+        sql = f"""SELECT symbol, intDiv(toUInt32(minute), {bin_minutes * 60}) * {bin_minutes * 60} AS bin_start,
+    sum(stories) AS total, sum(negative) AS negatives, sum(expected_negative) AS expected
+FROM ({counts})
+GROUP BY symbol, bin_start"""
+        return [
+            BinCounts(str(r[0]), datetime.fromtimestamp(int(r[1]), UTC), int(r[2]), int(r[3]), float(r[4]))
+            for r in self._store.query(sql, _span(first, last)).rows
+        ]
+
+    def earliest_minute(self, since: datetime) -> datetime | None:
+        row = self._store.query(
+            f"SELECT count(), min(minute) FROM {self._store.database}.{counting.STORY_TABLE} "
+            "WHERE minute >= toDateTime(%(since)s, 'UTC') AND symbol != ''",
+            {"since": since.replace(tzinfo=None)},
+        ).rows[0]
+        return row[1].astimezone(UTC) if row[0] else None
+
+
+def _span(first: datetime, last: datetime) -> dict[str, Any]:
+    return {"start": first.replace(tzinfo=None), "end": last.replace(tzinfo=None)}
 
 
 class AlertJob:
@@ -78,20 +155,24 @@ class AlertJob:
         lifecycle_settings: LifecycleSettings,
         *,
         lateness: timedelta = timedelta(minutes=1),
-        idle_after: timedelta = timedelta(seconds=30),
-        first_run_lookback: timedelta = timedelta(hours=3),
+        engine_settings: EngineSettings | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        lease: AlertLease | None = None,
     ) -> None:
         self._store = store
         self._notifiers = list(notifiers)
-        self._detector_settings = detector_settings
         self._lifecycle_settings = lifecycle_settings
-        self._state_store = ClickHouseAlertStateStore(store)
-        self._lateness = lateness
-        self._idle_after = idle_after
-        self._first_run_lookback = first_run_lookback
+        self._lease = lease
+        self._state_store = ClickHouseAlertStateStore(store, token=lambda: (lease.token or 0) if lease else 0)
         self._clock = clock
-        self._detector: DetectorState | None = None
+        self._source = StoreCounts(store)
+        self._engine = DetectionEngine(
+            detector_settings,
+            lifecycle_settings,
+            engine_settings or EngineSettings(lateness=lateness),
+            examples=self.examples,
+            records=True,
+        )
         self._state: AlertState | None = None
         # Detection and delivery run on separate schedules; the lock guards the shared state,
         # never a network call, so a dead endpoint cannot hold up detection.
@@ -102,27 +183,35 @@ class AlertJob:
         metrics.initialise_channels(n.channel for n in self._notifiers)
         metrics.mark_started("alert")
         metrics.STORE_UP.set(1)  # the caller opened (and migrated) the store
+        metrics.ALERT_LATE_POSTS.inc(0)
+        metrics.ALERT_LEASE_HELD.set(0 if lease else 1)
 
     @classmethod
-    def from_settings(cls, settings: Settings, store: Store) -> AlertJob:
+    def from_settings(cls, settings: Settings, store: Store, *, lease: bool = True) -> AlertJob:
         from alerting.notifiers import needs_resolutions, notifiers_from_settings  # noqa: PLC0415
 
         notifiers = notifiers_from_settings(settings)
-        lifecycle = LifecycleSettings(
-            channels=tuple(n.channel for n in notifiers), notify_resolved=needs_resolutions(notifiers)
+        lifecycle = LifecycleSettings.from_settings(
+            settings, tuple(n.channel for n in notifiers), needs_resolutions(notifiers)
         )
         return cls(
             store,
             notifiers,
-            detector_settings_from(settings),
+            DetectorSettings.from_settings(settings),
             lifecycle,
-            lateness=timedelta(minutes=settings.alert_lateness_minutes),
+            engine_settings=EngineSettings.from_settings(settings),
+            lease=AlertLease(store, settings.alert_lease_s) if lease else None,
         )
 
     def status(self) -> tuple[bool, str]:
-        """(ready, detail): not ready while detection fails (the store is unreachable, say)."""
+        """(ready, detail): not ready while detection fails (the store is unreachable, say). An
+        instance standing by while another holds the lease is ready: it is what it should be."""
         error = self.last_errors.get("detection")
-        return error is None, f"detection failing: {error}" if error else ""
+        if error:
+            return False, f"detection failing: {error}"
+        if self._lease is not None and not self._lease.held():
+            return True, f"standing by (lease held by {self._lease.other or 'nobody yet'})"
+        return True, ""
 
     def note_outcome(self, step: str, error: BaseException | None) -> None:
         """Record how a scheduled step ended: counted, logged once per change, kept for status()."""
@@ -138,53 +227,7 @@ class AlertJob:
             log.error("alerting %s failed (%s); the next run retries", step, message, exc_info=error)
         self.last_errors[step] = message
 
-    # ---------------------------------------------------------------------------- time
-
-    def last_complete_minute(self, now: datetime) -> datetime | None:
-        """The newest minute whose posts have all arrived, allowing `lateness` for late ones.
-
-        Event time leads while posts flow (a replay of old posts is judged by its own clock);
-        once nothing has been stored for `idle_after`, the wall clock takes over so quiet
-        minutes still count as complete.
-        """
-        db = self._store.database
-        row = self._store.query(f"SELECT count(), max(published_at), max(inserted_at) FROM {db}.posts").rows[0]
-        if not row[0]:
-            return None
-        latest_published, latest_inserted = row[1], row[2]
-        clock = latest_published
-        if latest_inserted <= now - self._idle_after:
-            clock = max(clock, now)
-        clock = min(clock, now)
-        return floor_minute(clock - self._lateness) - MINUTE
-
     # ---------------------------------------------------------------------------- data
-
-    def minute_counts(self, start: datetime, end: datetime) -> dict[datetime, list[MinuteCounts]]:
-        """Counts per symbol and minute in [start, end], as moodwire.counting defines them."""
-        sql = counting.minute_counts_sql(
-            self._store.database,
-            "minute >= toDateTime(%(start)s, 'UTC') AND minute <= toDateTime(%(end)s, 'UTC') AND symbol != ''",
-        )
-        rows = self._store.query(sql, {"start": start.replace(tzinfo=None), "end": end.replace(tzinfo=None)}).dicts()
-        by_minute: dict[datetime, list[MinuteCounts]] = defaultdict(list)
-        for row in rows:
-            minute = row["minute"].astimezone(UTC)
-            by_minute[minute].append(
-                MinuteCounts(
-                    row["symbol"], minute, int(row["stories"]), int(row["negative"]), int(row["neutral"]),
-                    int(row["positive"]), float(row["expected_negative"]),
-                )
-            )
-        return by_minute
-
-    def earliest_minute(self, since: datetime) -> datetime | None:
-        row = self._store.query(
-            f"SELECT count(), min(minute) FROM {self._store.database}.{counting.STORY_TABLE} "
-            "WHERE minute >= toDateTime(%(since)s, 'UTC')",
-            {"since": since.replace(tzinfo=None)},
-        ).rows[0]
-        return row[1].astimezone(UTC) if row[0] else None
 
     def examples(self, alert: Alert) -> Alert:
         """Attach the most negative posts about the ticker in the alert's window (the evidence)."""
@@ -202,45 +245,40 @@ class AlertJob:
 
     # ---------------------------------------------------------------------------- the run
 
-    def _walk(self, state: AlertState, start: datetime, end: datetime, evaluate: bool) -> list[Notification]:
-        """Feed minutes [start, end] to the detector; with `evaluate`, run the lifecycle too."""
-        assert self._detector is not None
-        notes: list[Notification] = []
-        chunk = timedelta(hours=6)
-        cursor = start
-        while cursor <= end:
-            chunk_end = min(end, cursor + chunk - MINUTE)
-            counts = self.minute_counts(cursor, chunk_end)
-            minute = cursor
-            while minute <= chunk_end:
-                if not evaluate:
-                    observe(self._detector, minute, counts.get(minute, ()))
-                else:
-                    alerts = step(self._detector, minute, counts.get(minute, ()), self._detector_settings)
-                    alerts = [self.examples(a) for a in alerts]
-                    for note in advance(state, minute + MINUTE, alerts, self._lifecycle_settings):
-                        notes.append(note)
-                minute += MINUTE
-            cursor = chunk_end + MINUTE
-        return notes
-
     def run_once(self) -> list[Alert]:
-        """Detect, then deliver what is pending: one full cycle (for `alert --once` and tests)."""
-        opened = self.detect()
+        """Detect, send what is held, deliver: one full cycle (for `alert --once` and tests)."""
+        opened = self.detect(release=True)
         self.deliver_pending()
         return opened
 
-    def detect(self) -> list[Alert]:
-        """Evaluate every complete minute not yet evaluated; return the alerts that opened episodes."""
+    def working(self) -> bool:
+        """Whether this instance does the work now: no lease to share, or it holds it."""
+        if self._lease is None:
+            return True
+        was = self._lease.held()
+        held = self._lease.acquire()
+        metrics.ALERT_LEASE_HELD.set(1 if held else 0)
+        if not held or not was:
+            # another holder may have moved the state on: rebuild it from the store
+            self._engine.reset()
+            self._state = None
+        return held
+
+    def detect(self, release: bool = False) -> list[Alert]:
+        """Evaluate what is new; return the alerts whose notifications were queued. With
+        `release`, notifications held for others to join are queued now too."""
         with self._lock:
             try:
-                opened = self._detect()
+                if not self.working():
+                    metrics.LAST_SUCCESS.labels("alert").set(time.time())  # standing by works as it should
+                    return []
+                opened = self._detect(release)
             except Exception as exc:
                 if isinstance(exc, StoreUnavailable):
                     metrics.STORE_UP.set(0)
                 # The detector may have stepped past minutes whose state was never saved:
                 # rebuild both from the store on the next run rather than trust them.
-                self._detector = None
+                self._engine.reset()
                 self._state = None
                 raise
             # A run with nothing to evaluate (no posts yet) is a successful run too.
@@ -248,37 +286,21 @@ class AlertJob:
             metrics.STORE_UP.set(1)
             return opened
 
-    def _detect(self) -> list[Alert]:
+    def _detect(self, release: bool) -> list[Alert]:
         started = time.perf_counter()
-        now = self._clock()
-        last_complete = self.last_complete_minute(now)
         if self._state is None:
             self._state = self._state_store.load()
         state = self._state
-        if last_complete is None:
-            return []
-        # lifecycle's last_minute is the end of the last evaluated minute
-        evaluated_until = state.last_minute - MINUTE if state.last_minute else None
-        if self._detector is None:
-            self._detector = DetectorState(self._detector_settings)
-            history = timedelta(days=self._detector_settings.baseline_days)
-            warm_until = evaluated_until or (last_complete - self._first_run_lookback)
-            first = self.earliest_minute(warm_until - history)
-            if first is not None and first <= warm_until:
-                self._walk(state, first, warm_until, evaluate=False)
-            evaluated_until = warm_until if self._detector.last_minute is not None else None
-        if evaluated_until is None:
-            first = self.earliest_minute(last_complete - self._first_run_lookback)
-            if first is None:
-                return []
-            start = first
-        else:
-            start = evaluated_until + MINUTE
-        notes: list[Notification] = []
-        if start <= last_complete:
-            notes = self._walk(state, start, last_complete, evaluate=True)
+        result = self._engine.tick(self._source, state, self._clock())
+        notes = [*result.notifications]
+        if release and result.clock is not None:
+            notes += release_held(state, result.clock, self._lifecycle_settings)
+        if result.late_stories:
+            metrics.ALERT_LATE_POSTS.inc(result.late_stories)
         self._record(notes)
-        self._state_store.save(state)
+        self._record_minutes(result.minutes)
+        if result.recorded or notes:
+            self._state_store.save(state)
         metrics.ALERT_RUN_SECONDS.observe(time.perf_counter() - started)
         opened = [a for note in notes if note.status == "firing" for a in note.alerts]
         self.fired_total += len(opened)
@@ -295,38 +317,53 @@ class AlertJob:
                     alert.severity, alert.kind, alert.symbol, alert.fired_at.isoformat(),
                     alert.window_negative, alert.window_total, alert.baseline_share, alert.statistic,
                 )
-                evidence = json.dumps(
-                    {
-                        "notification_id": note.notification_id,
-                        "expected_total": alert.expected_total,
-                        "examples": [
-                            {"id": e.id, "text": e.text, "polarity_score": e.polarity_score,
-                             "published_at": e.published_at.isoformat()}
-                            for e in alert.examples
-                        ],
-                    },
-                    ensure_ascii=False,
-                )
+                evidence = {
+                    "notification_id": note.notification_id,
+                    "notified_at": note.created_at.isoformat(),
+                    "expected_total": alert.expected_total,
+                    "expected_negative": alert.expected_negative,
+                    "examples": [
+                        {"id": e.id, "text": e.text, "polarity_score": e.polarity_score,
+                         "published_at": e.published_at.isoformat()}
+                        for e in alert.examples
+                    ],
+                }
+                if note.group is not None:
+                    evidence["group"] = {"group_id": note.group.group_id, "symbols": list(note.group.symbols)}
                 rows.append(
                     (
                         f"{alert.episode_id}:{note.status}", alert.episode_id, alert.symbol, alert.kind,
-                        alert.severity, note.status, alert.fired_at, alert.statistic, alert.p_value,
-                        alert.window_minutes, alert.window_total, alert.window_negative, alert.window_share,
-                        alert.baseline_share, evidence, created,
+                        alert.severity, note.status, alert.fired_at.replace(microsecond=0), alert.statistic,
+                        alert.p_value, alert.window_minutes, alert.window_total, alert.window_negative,
+                        alert.window_share, alert.baseline_share, json.dumps(evidence, ensure_ascii=False), created,
                     )
                 )
         if rows:
-            from moodwire.store_schema import ALERT_COLUMNS
-
             self._store.insert_rows("alerts", ALERT_COLUMNS, rows)
+
+    def _record_minutes(self, minutes: Sequence[MinuteRecord]) -> None:
+        if not minutes:
+            return
+        evaluated = datetime.now(UTC).replace(microsecond=0)
+        version = time.time_ns()
+        self._store.insert_rows(
+            "detector_minutes",
+            DETECTOR_MINUTE_COLUMNS,
+            [
+                (m.minute, m.symbol, m.stories, m.negative, m.expected_negative, m.baseline_share,
+                 m.baseline_probability, m.baseline_stories, m.information_gain, m.window_minutes,
+                 m.window_stories, m.window_negative, m.window_baseline_share, evaluated, version)
+                for m in minutes
+            ],
+        )
 
     def deliver_pending(self) -> None:
         """Send every queued notification on every channel; failures stay queued for the next
         round until the outbox TTL gives up on them. Each outcome is recorded."""
-        from moodwire.store_schema import DELIVERY_COLUMNS
-
         for notifier in self._notifiers:
             with self._lock:
+                if self._lease is not None and not self._lease.held():
+                    return  # standing by: the lease holder delivers
                 if self._state is None:
                     self._state = self._state_store.load()
                 queued = pending(self._state, notifier.channel)
@@ -348,10 +385,18 @@ class AlertJob:
                 except StoreError:
                     log.exception("could not record the delivery outcome of %s", note.notification_id)
 
+    def stop(self) -> None:
+        """On a clean stop, hand the lease over at once."""
+        if self._lease is not None:
+            try:
+                self._lease.release()
+            except StoreError:
+                log.warning("could not release the alerting lease; another instance takes it when it expires")
+
 
 def run_scheduler(job: AlertJob, settings: Settings, stop: threading.Event) -> None:
-    """APScheduler: detection every alert_interval_s and delivery more often, each never
-    overlapping itself, missed runs coalesced after a pause."""
+    """APScheduler: detection and delivery every alert_interval_s, each never overlapping
+    itself, missed runs coalesced after a pause."""
     from apscheduler.schedulers.background import BackgroundScheduler
 
     scheduler = BackgroundScheduler(timezone=UTC)
@@ -367,17 +412,16 @@ def run_scheduler(job: AlertJob, settings: Settings, stop: threading.Event) -> N
 
         return run
 
-    common = dict(max_instances=1, coalesce=True, misfire_grace_time=int(settings.alert_interval_s))
+    interval = settings.alert_interval_s
+    common = dict(max_instances=1, coalesce=True, misfire_grace_time=max(1, int(interval)))
     scheduler.add_job(
-        guarded(job.detect, "detection"), "interval", seconds=settings.alert_interval_s,
-        next_run_time=datetime.now(UTC) + timedelta(seconds=5), id="detect", **common,
+        guarded(job.detect, "detection"), "interval", seconds=interval,
+        next_run_time=datetime.now(UTC) + timedelta(seconds=min(5.0, interval)), id="detect", **common,
     )
-    scheduler.add_job(
-        guarded(job.deliver_pending, "delivery"), "interval", seconds=max(5.0, settings.alert_interval_s / 4),
-        id="deliver", **common,
-    )
+    scheduler.add_job(guarded(job.deliver_pending, "delivery"), "interval", seconds=interval, id="deliver", **common)
     scheduler.start()
     try:
         stop.wait()
     finally:
         scheduler.shutdown(wait=True)
+        job.stop()

@@ -1,13 +1,24 @@
 """Alert episodes: firing -> resolved, one notification per episode, cooldown, grouping.
 
-The detector reports every minute whose evidence passes; this module turns that stream into
-episodes. Per (symbol, kind) there is at most one open episode:
+The detector reports every evaluation whose evidence passes (every few seconds while a spike
+lasts, on the minutes so far, and once more when each minute is complete); this module turns
+that stream into episodes. Per (symbol, kind) there is at most one open episode:
 
 * the first alert opens it and is notified; later alerts of the same episode only update it;
 * it resolves after `resolve_after_minutes` without an alert;
 * an alert within `cooldown_minutes` of the resolution reopens the same episode silently, so a
   spike that pauses for a few minutes is still one episode and one message;
-* every episode opened in the same minute goes out in one notification.
+* episodes that open within `group_wait_s` of each other go out in one notification;
+* market-wide events: once negative spikes on `market_min_symbols` tickers opened within
+  `market_window_minutes`, they go out as one grouped notification naming them all (with the
+  ones notified just before), and tickers that join while it lasts are batched into one update
+  every `market_update_minutes`, instead of a message per ticker. Every ticker keeps its own
+  episode (and its own row in `alerts`).
+
+`advance(state, at, alerts, settings)` applies the alerts of a complete minute ending at `at`
+(`commit=True`: a minute applied once, never twice, which makes a re-run after a restart send
+nothing again), or of an evaluation of the minutes so far at `at` (`commit=False`). Time moves
+with the largest `at` seen (`state.clock`).
 
 The state is a plain object (`AlertState.to_json` / `from_json`) that an `AlertStateStore`
 persists. Notifications wait in `state.outbox` until every channel marked them delivered, so the
@@ -27,13 +38,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from alerting.detector import Alert
+from moodwire.config import Settings
 
-STATE_VERSION = 1
+from alerting.alert import NEGATIVE_SPIKE, Alert, iso, parse_iso
+
+STATE_VERSION = 2
 Status = Literal["firing", "resolved"]
 _SEVERITY_RANK = {"warning": 0, "critical": 1}
 
@@ -46,6 +59,20 @@ class LifecycleSettings:
     channels: tuple[str, ...] = ("webhook", "email")
     # a notification no channel could deliver for this long is dropped (and counted)
     outbox_ttl_minutes: int = 120
+    # an opened episode waits this long for others to share its message
+    group_wait_s: float = 0.0
+    market_min_symbols: int = 4
+    market_window_minutes: int = 15
+    market_update_minutes: int = 2
+
+    @classmethod
+    def from_settings(cls, settings: Settings, channels: tuple[str, ...], notify_resolved: bool) -> LifecycleSettings:
+        return cls(
+            channels=channels,
+            notify_resolved=notify_resolved,
+            group_wait_s=settings.alert_group_wait_s,
+            market_min_symbols=settings.alert_market_min_symbols,
+        )
 
 
 @dataclass
@@ -68,9 +95,9 @@ class Episode:
             "symbol": self.symbol,
             "kind": self.kind,
             "status": self.status,
-            "opened_at": _iso(self.opened_at),
-            "last_seen": _iso(self.last_seen),
-            "resolved_at": _iso(self.resolved_at) if self.resolved_at else None,
+            "opened_at": iso(self.opened_at),
+            "last_seen": iso(self.last_seen),
+            "resolved_at": iso(self.resolved_at) if self.resolved_at else None,
             "peak_severity": self.peak_severity,
             "peak_statistic": self.peak_statistic,
             "alerts_seen": self.alerts_seen,
@@ -84,9 +111,9 @@ class Episode:
             symbol=data["symbol"],
             kind=data["kind"],
             status=data["status"],
-            opened_at=_parse(data["opened_at"]),
-            last_seen=_parse(data["last_seen"]),
-            resolved_at=_parse(data["resolved_at"]) if data["resolved_at"] else None,
+            opened_at=parse_iso(data["opened_at"]),
+            last_seen=parse_iso(data["last_seen"]),
+            resolved_at=parse_iso(data["resolved_at"]) if data["resolved_at"] else None,
             peak_severity=data["peak_severity"],
             peak_statistic=float(data["peak_statistic"]),
             alerts_seen=int(data["alerts_seen"]),
@@ -95,20 +122,40 @@ class Episode:
 
 
 @dataclass(frozen=True)
+class MarketGroup:
+    """A market-wide event: negative spikes on many tickers at once. `symbols` are all of its
+    tickers so far; the notification's alerts are the ones it announces now."""
+
+    group_id: str
+    opened_at: datetime
+    symbols: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"group_id": self.group_id, "opened_at": iso(self.opened_at), "symbols": list(self.symbols)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MarketGroup:
+        return cls(data["group_id"], parse_iso(data["opened_at"]), tuple(data["symbols"]))
+
+
+@dataclass(frozen=True)
 class Notification:
-    """One message: every alert that opened (or every episode that resolved) in one minute."""
+    """One message: the alerts that opened episodes together (or the episodes that resolved
+    together), with the market-wide event they belong to, if any."""
 
     notification_id: str
     status: Status
     created_at: datetime
     alerts: tuple[Alert, ...]
+    group: MarketGroup | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "notification_id": self.notification_id,
             "status": self.status,
-            "created_at": _iso(self.created_at),
+            "created_at": iso(self.created_at),
             "alerts": [a.to_dict() for a in self.alerts],
+            "group": self.group.to_dict() if self.group else None,
         }
 
     @classmethod
@@ -116,8 +163,9 @@ class Notification:
         return cls(
             notification_id=data["notification_id"],
             status=data["status"],
-            created_at=_parse(data["created_at"]),
+            created_at=parse_iso(data["created_at"]),
             alerts=tuple(Alert.from_dict(a) for a in data["alerts"]),
+            group=MarketGroup.from_dict(data["group"]) if data.get("group") else None,
         )
 
 
@@ -154,36 +202,72 @@ class Outgoing:
 
 
 @dataclass
+class Held:
+    """An alert that opened an episode and waits for its notification."""
+
+    alert: Alert
+    since: datetime
+
+
+@dataclass
+class MarketEvent:
+    group: MarketGroup
+    last_joined: datetime
+    last_notified: datetime
+
+
+@dataclass
 class AlertState:
-    last_minute: datetime | None = None
+    last_minute: datetime | None = None  # the end of the last complete minute applied
     episodes: dict[str, Episode] = field(default_factory=dict)
     outbox: list[Outgoing] = field(default_factory=list)
     expired: int = 0
+    clock: datetime | None = None  # the largest `at` seen
+    held: list[Held] = field(default_factory=list)
+    market: MarketEvent | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        market = self.market
         return {
             "version": STATE_VERSION,
-            "last_minute": _iso(self.last_minute) if self.last_minute else None,
+            "last_minute": iso(self.last_minute) if self.last_minute else None,
             "episodes": {key: ep.to_dict() for key, ep in sorted(self.episodes.items())},
             "outbox": [
                 {"notification": o.notification.to_dict(), "delivered": list(o.delivered)}
                 for o in self.outbox
             ],
             "expired": self.expired,
+            "clock": iso(self.clock) if self.clock else None,
+            "held": [{"alert": h.alert.to_dict(), "since": iso(h.since)} for h in self.held],
+            "market": None
+            if market is None
+            else {
+                "group": market.group.to_dict(),
+                "last_joined": iso(market.last_joined),
+                "last_notified": iso(market.last_notified),
+            },
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AlertState:
-        if data.get("version") != STATE_VERSION:
+        if data.get("version") not in (1, STATE_VERSION):  # 1: before grouping; read as no holds
             raise ValueError(f"unknown alert state version {data.get('version')!r}")
+        market = data.get("market")
         return cls(
-            last_minute=_parse(data["last_minute"]) if data["last_minute"] else None,
+            last_minute=parse_iso(data["last_minute"]) if data["last_minute"] else None,
             episodes={k: Episode.from_dict(v) for k, v in data["episodes"].items()},
             outbox=[
                 Outgoing(Notification.from_dict(o["notification"]), list(o["delivered"]))
                 for o in data["outbox"]
             ],
             expired=int(data.get("expired", 0)),
+            clock=parse_iso(data["clock"]) if data.get("clock") else None,
+            held=[Held(Alert.from_dict(h["alert"]), parse_iso(h["since"])) for h in data.get("held", [])],
+            market=None
+            if not market
+            else MarketEvent(
+                MarketGroup.from_dict(market["group"]), parse_iso(market["last_joined"]), parse_iso(market["last_notified"])
+            ),
         )
 
     def to_json(self) -> str:
@@ -226,22 +310,33 @@ def episode_key(symbol: str, kind: str) -> str:
 
 
 def advance(
-    state: AlertState, at: datetime, alerts: Sequence[Alert], settings: LifecycleSettings
+    state: AlertState,
+    at: datetime,
+    alerts: Sequence[Alert],
+    settings: LifecycleSettings,
+    *,
+    commit: bool = True,
+    now: datetime | None = None,
 ) -> list[Notification]:
-    """Apply the alerts of the minute ending at `at`; return (and queue) new notifications.
+    """Apply the alerts of the minute ending at `at` (or, with commit=False, of an evaluation of
+    the minutes so far at `at`); return (and queue) the notifications that are due, made `now`
+    (when this runs; `at` by default: a job catching up on past minutes still times episodes
+    by the minutes they were in).
 
-    A minute at or before `state.last_minute` was already applied and is ignored, which is
-    what makes a re-run after a restart send nothing twice.
+    A complete minute at or before `state.last_minute` was already applied and is ignored,
+    which is what makes a re-run after a restart send nothing twice.
     """
-    if state.last_minute is not None and at <= state.last_minute:
+    if commit and state.last_minute is not None and at <= state.last_minute:
         return []
+    clock = max(state.clock, at) if state.clock is not None else at
+    state.clock = clock
     cooldown = timedelta(minutes=settings.cooldown_minutes)
     quiet = timedelta(minutes=settings.resolve_after_minutes)
     # resolve first, at the moment each episode had been quiet long enough: the job may skip
     # minutes (a pause, a replay that only visits minutes with alerts) and stays correct
     resolved: dict[str, Episode] = {}
     for key, stale in sorted(state.episodes.items()):
-        if stale.status == "firing" and at - stale.last_seen >= quiet:
+        if stale.status == "firing" and clock - stale.last_seen >= quiet:
             stale.status = "resolved"
             stale.resolved_at = stale.last_seen + quiet
             resolved[key] = stale
@@ -249,11 +344,10 @@ def advance(
     for key in [
         k
         for k, e in state.episodes.items()
-        if e.status == "resolved" and e.resolved_at is not None and at - e.resolved_at >= cooldown
+        if e.status == "resolved" and e.resolved_at is not None and clock - e.resolved_at >= cooldown
     ]:
         del state.episodes[key]
 
-    opened: list[Alert] = []
     for alert in sorted(alerts, key=lambda a: (a.symbol, a.kind)):
         key = episode_key(alert.symbol, alert.kind)
         episode = state.episodes.get(key)
@@ -267,7 +361,7 @@ def advance(
             symbol=alert.symbol,
             kind=alert.kind,
             status="firing",
-            opened_at=at,
+            opened_at=clock,
             last_seen=at,
             resolved_at=None,
             peak_severity=alert.severity,
@@ -275,17 +369,71 @@ def advance(
             alerts_seen=1,
             first_alert=alert,
         )
-        opened.append(alert)
+        state.held.append(Held(alert, clock))
 
-    notes = []
-    if opened:
-        notes.append(_notification("firing", at, opened))
+    made = max(now, clock) if now is not None else clock
+    notes = _due(state, clock, settings, made)
     if resolved and settings.notify_resolved:
-        notes.append(_notification("resolved", at, [e.first_alert for e in resolved.values()]))
+        notes.append(_notification("resolved", made, [e.first_alert for e in resolved.values()]))
     state.outbox.extend(Outgoing(n) for n in notes)
-    _expire(state, at, settings)
-    state.last_minute = at
+    _expire(state, clock, settings)
+    if commit:
+        state.last_minute = at
     return notes
+
+
+def _due(state: AlertState, clock: datetime, settings: LifecycleSettings, made: datetime) -> list[Notification]:
+    """The held alerts whose notification is due at `clock`: a market-wide event's, or those
+    that waited `group_wait_s`; their notifications are stamped `made`."""
+    window = timedelta(minutes=settings.market_window_minutes)
+    market = state.market
+    if market is not None and clock - market.last_joined > window:
+        state.market = market = None
+    negative = [h for h in state.held if h.alert.kind == NEGATIVE_SPIKE]
+    notes: list[Notification] = []
+    if negative:
+        recent = sorted(
+            {e.symbol for e in state.episodes.values() if e.kind == NEGATIVE_SPIKE and clock - e.opened_at <= window}
+        )
+        if market is None and len(recent) >= settings.market_min_symbols:
+            group = MarketGroup(f"market-{clock.strftime('%Y%m%dT%H%M%SZ')}", clock, tuple(recent))
+            state.market = MarketEvent(group, clock, clock)
+            notes.append(_notification("firing", made, [h.alert for h in negative], group))
+            state.held = [h for h in state.held if h.alert.kind != NEGATIVE_SPIKE]
+        elif market is not None:
+            market.last_joined = max(market.last_joined, max(h.since for h in negative))
+            if clock - market.last_notified >= timedelta(minutes=settings.market_update_minutes):
+                joined = tuple(sorted({*market.group.symbols, *(h.alert.symbol for h in negative)}))
+                market.group = MarketGroup(market.group.group_id, market.group.opened_at, joined)
+                market.last_notified = clock
+                notes.append(_notification("firing", made, [h.alert for h in negative], market.group))
+                state.held = [h for h in state.held if h.alert.kind != NEGATIVE_SPIKE]
+    # the rest go out together once the first of them has waited group_wait_s
+    wait = timedelta(seconds=settings.group_wait_s)
+    in_market = state.market is not None
+    waiting = [h for h in state.held if not (in_market and h.alert.kind == NEGATIVE_SPIKE)]
+    if waiting and clock - min(h.since for h in waiting) >= wait:
+        notes.append(_notification("firing", made, [h.alert for h in waiting]))
+        state.held = [h for h in state.held if h not in waiting]
+    return notes
+
+
+def release_held(state: AlertState, at: datetime, settings: LifecycleSettings) -> list[Notification]:
+    """Queue every held notification now (a last run: `moodwire alert --once`)."""
+    clock = max(state.clock, at) if state.clock is not None else at
+    notes = _due(state, clock, replace(settings, group_wait_s=0.0, market_update_minutes=0), max(at, clock))
+    state.outbox.extend(Outgoing(n) for n in notes)
+    return notes
+
+
+def next_due(state: AlertState, settings: LifecycleSettings) -> datetime | None:
+    """When the next held notification falls due if nothing else happens (None: nothing held)."""
+    if not state.held:
+        return None
+    times = [min(h.since for h in state.held) + timedelta(seconds=settings.group_wait_s)]
+    if state.market is not None:
+        times.append(state.market.last_notified + timedelta(minutes=settings.market_update_minutes))
+    return min(times)
 
 
 def pending(state: AlertState, channel: str) -> list[Notification]:
@@ -313,21 +461,22 @@ def record(state: AlertState, outcome: DeliveryOutcome, settings: LifecycleSetti
 def _absorb(episode: Episode, alert: Alert, at: datetime) -> None:
     episode.status = "firing"
     episode.resolved_at = None
-    episode.last_seen = at
+    episode.last_seen = max(episode.last_seen, at)
     episode.alerts_seen += 1
     episode.peak_statistic = max(episode.peak_statistic, alert.statistic)
     if _SEVERITY_RANK[alert.severity] > _SEVERITY_RANK[episode.peak_severity]:
         episode.peak_severity = alert.severity
 
 
-def _notification(status: Status, at: datetime, alerts: list[Alert]) -> Notification:
+def _notification(status: Status, at: datetime, alerts: list[Alert], group: MarketGroup | None = None) -> Notification:
     ids = ",".join(sorted(a.episode_id for a in alerts))
-    digest = hashlib.sha256(f"{status}|{ids}".encode()).hexdigest()[:12]
+    digest = hashlib.sha256(f"{status}|{group.group_id if group else ''}|{ids}".encode()).hexdigest()[:12]
     return Notification(
         notification_id=f"{status}-{at.strftime('%Y%m%dT%H%MZ')}-{digest}",
         status=status,
         created_at=at,
-        alerts=tuple(alerts),
+        alerts=tuple(sorted(alerts, key=lambda a: (a.symbol, a.kind))),
+        group=group,
     )
 
 
@@ -338,9 +487,3 @@ def _expire(state: AlertState, at: datetime, settings: LifecycleSettings) -> Non
     state.outbox = keep
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _parse(text: str) -> datetime:
-    return datetime.fromisoformat(text).astimezone(UTC)

@@ -25,8 +25,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from alerting.detector import Alert
-from alerting.lifecycle import DeliveryOutcome, Notification
+from alerting.alert import Alert
+from alerting.lifecycle import DeliveryOutcome, MarketGroup, Notification
+from alerting.symbol_groups import describe, indices_of
 
 SCHEMA_VERSION = 1
 SIGNATURE_HEADER = "X-Moodwire-Signature"
@@ -83,7 +84,19 @@ def payload(notification: Notification) -> dict[str, Any]:
         "notification_id": notification.notification_id,
         "status": notification.status,
         "created_at": _rfc3339(notification.created_at),
+        "group": group_payload(notification.group) if notification.group else None,
         "alerts": [_alert(a) for a in notification.alerts],
+    }
+
+
+def group_payload(group: MarketGroup) -> dict[str, Any]:
+    """A market-wide event: every ticker in it so far, and the indices that hold most of them."""
+    return {
+        "kind": "market-wide",
+        "group_id": group.group_id,
+        "opened_at": _rfc3339(group.opened_at),
+        "symbols": list(group.symbols),
+        "indices": [{"name": share.name, "symbols": share.members} for share in indices_of(group.symbols)],
     }
 
 
@@ -139,6 +152,11 @@ def slack_payload(notification: Notification) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": title}}
     ]
+    if notification.group is not None:
+        group = notification.group
+        names = [_slack_escape(s) for s in group.symbols]
+        prefix = f"*Market-wide:* {_slack_escape(describe(group.symbols))} so far: "
+        blocks.append(_mrkdwn_section(_names_within(prefix, names, SLACK_SUMMARY_CHARS), SLACK_SUMMARY_CHARS))
     ranked = sorted(notification.alerts, key=lambda a: (a.severity != "critical", -a.statistic, a.symbol))
     for alert in ranked[:SLACK_DETAILED_ALERTS]:
         lines = [
@@ -195,21 +213,24 @@ def headline_within(notification: Notification, limit: int) -> str:
     full = headline(notification)
     if len(full) <= limit:
         return full
-    kinds = "/".join(sorted({a.kind for a in notification.alerts}))
-    prefix = f"resolved {kinds}: " if notification.status == "resolved" else f"{kinds}: "
+    prefix = _headline_prefix(notification)
     ranked = sorted(notification.alerts, key=lambda a: (a.severity != "critical", -a.statistic, a.symbol))
     return _clip(_names_within(prefix, [_label(a) for a in ranked], limit), limit)
 
 
 def headline(notification: Notification) -> str:
-    symbols = ", ".join(
-        f"{a.symbol} ({a.severity})" if a.severity == "critical" else a.symbol
-        for a in notification.alerts
-    )
+    """"negative-spike: ACME (critical), XYZ"; a market-wide event's says so, and how many
+    tickers it holds so far: "market-wide negative-spike, 12 tickers (S&P 500: 10): AAPL, ..."."""
+    return _headline_prefix(notification) + ", ".join(_label(a) for a in notification.alerts)
+
+
+def _headline_prefix(notification: Notification) -> str:
     kinds = "/".join(sorted({a.kind for a in notification.alerts}))
     if notification.status == "resolved":
-        return f"resolved {kinds}: {symbols}"
-    return f"{kinds}: {symbols}"
+        return f"resolved {kinds}: "
+    if notification.group is not None:
+        return f"market-wide {kinds}, {describe(notification.group.symbols)}: "
+    return f"{kinds}: "
 
 
 def body_bytes(notification: Notification, style: Literal["moodwire", "slack"]) -> bytes:

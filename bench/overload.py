@@ -369,6 +369,77 @@ def write_result(report: dict[str, Any], out: Path) -> None:
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
 
+@dataclass
+class Stand:
+    """A scorer serving on real services: what both benchmarks run their load against."""
+
+    settings: Any
+    store: Any
+    scorer: ScorerProcess
+    texts: list[str]
+    capacity: float
+    ready_s: float
+
+
+@contextmanager
+def scorer_stand(
+    name: str, capacity: float | None, batch_max_size: int, batch_max_wait_ms: int, kafka: str | None, clickhouse_port: int | None
+) -> Iterator[Stand]:
+    """Measure the runtime's capacity (unless given), start the services (or use the given ones)
+    and `moodwire score`, and wait until it serves; stop and clean up afterwards."""
+    from bench import corpus
+    from moodwire.bus import KafkaBus
+    from moodwire.store import ServerStore
+
+    texts = corpus.load(2000)
+    capacity = capacity or measure_capacity(texts, batch_max_size)
+    tag = uuid.uuid4().hex[:8]
+    with tempfile.TemporaryDirectory(prefix=f"moodwire-{name}-") as tmp, services_for(kafka, clickhouse_port) as (broker, port):
+        work = Path(tmp)
+        settings = bench_settings(broker, port, work, tag, batch_max_size=batch_max_size, batch_max_wait_ms=batch_max_wait_ms)
+        KafkaBus(settings).ensure_topics([settings.posts_topic, settings.dead_letter_topic])
+        store = ServerStore(settings)
+        store.migrate()
+        scorer = ScorerProcess(settings, work / "scorer.log")
+        try:
+            ready_s = wait_until_serving(store, settings, texts, scorer, timeout_s=180)
+            yield Stand(settings, store, scorer, texts, capacity, ready_s)
+        finally:
+            if scorer.alive():
+                scorer.stop()
+            store.close()
+
+
+@dataclass
+class Finished:
+    """What a run ends with: posts stored, the scorer's peak memory, how it stopped, its log."""
+
+    stored: int
+    rows_final: int
+    peak_rss_mb: float
+    samples: list[Sample]
+    stop: dict[str, Any]
+    log_levels: dict[str, int]
+
+
+def finish(stand: Stand, sampler: Sampler, prefix: str) -> Finished:
+    """Stop sampling, count what was stored, stop the scorer with SIGTERM."""
+    sampler.stop()
+    stored_total = stored(stand.store, prefix)
+    peak_rss = stand.scorer.peak_rss_mb()
+    stop = stand.scorer.stop()
+    return Finished(stored_total, final_rows(stand.store, prefix), peak_rss, sampler.samples, stop, stand.scorer.log_levels())
+
+
+def report_header(name: str, config: Any) -> dict[str, Any]:
+    return {
+        "benchmark": name,
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "config": asdict(config),
+    }
+
+
 # ============================================================================================
 # The overload run
 
@@ -387,73 +458,38 @@ class OverloadConfig:
 def run(
     config: OverloadConfig, kafka: str | None = None, clickhouse_port: int | None = None, out: Path | None = None
 ) -> dict[str, Any]:
-    from bench import corpus
-    from moodwire.bus import KafkaBus
-    from moodwire.store import ServerStore
-
-    texts = corpus.load(2000)
-    report: dict[str, Any] = {
-        "benchmark": "overload",
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "config": asdict(config),
-    }
-    capacity = config.capacity or measure_capacity(texts, config.batch_max_size)
-    report["capacity_posts_per_s"] = round(capacity, 1)
-    print(f"scorer runtime capacity: {capacity:.0f} posts/s (batches of {config.batch_max_size})")
-
-    tag = uuid.uuid4().hex[:8]
-    with (
-        tempfile.TemporaryDirectory(prefix="moodwire-overload-") as tmp,
-        services_for(kafka, clickhouse_port) as (broker, port),
-    ):
-        work = Path(tmp)
-        settings = bench_settings(
-            broker, port, work, tag, batch_max_size=config.batch_max_size, batch_max_wait_ms=config.batch_max_wait_ms
+    report = report_header("overload", config)
+    with scorer_stand("overload", config.capacity, config.batch_max_size, config.batch_max_wait_ms, kafka, clickhouse_port) as stand:
+        capacity = stand.capacity
+        report["capacity_posts_per_s"] = round(capacity, 1)
+        print(f"scorer runtime capacity: {capacity:.0f} posts/s (batches of {config.batch_max_size})")
+        ready_s, scorer = stand.ready_s, stand.scorer
+        baseline_rss = scorer.rss_mb()
+        rate = capacity * config.factor
+        prefix = "burst"
+        print(
+            f"scorer serving after {ready_s:.1f} s, RSS {baseline_rss:.0f} MB; "
+            f"burst {rate:.0f} posts/s for {config.burst_seconds:.0f} s"
         )
-        KafkaBus(settings).ensure_topics([settings.posts_topic, settings.dead_letter_topic])
-        store = ServerStore(settings)
-        store.migrate()
-        scorer = ScorerProcess(settings, work / "scorer.log")
-        try:
-            ready_s = wait_until_serving(store, settings, texts, scorer, timeout_s=180)
-            baseline_rss = scorer.rss_mb()
-            rate = capacity * config.factor
-            prefix = "burst"
-            print(
-                f"scorer serving after {ready_s:.1f} s, RSS {baseline_rss:.0f} MB; "
-                f"burst {rate:.0f} posts/s for {config.burst_seconds:.0f} s"
-            )
-
-            publisher = Publisher(settings, texts, prefix, rate, config.burst_seconds)
-            began = time.monotonic()
-            sampler = Sampler(store, prefix, publisher, scorer, config.sample_interval_s).start()
-            publisher.start()
-            publisher.join()
-            burst_end = publisher.finished_at or time.monotonic()
-            total = publisher.acked
-            print(f"burst sent: {total} posts acknowledged in {burst_end - began:.1f} s")
-            while True:
-                latest = sampler.latest()
-                if latest is not None and latest.stored >= total and latest.t_s >= burst_end - began:
-                    break
-                if time.monotonic() - burst_end > config.drain_timeout_s:
-                    break
-                if not scorer.alive():
-                    break
-                time.sleep(config.sample_interval_s)
-            sampler.stop()
-            drained_at = time.monotonic()
-            stored_total = stored(store, prefix)
-            peak_rss = scorer.peak_rss_mb()
-            samples = sampler.samples
-            stop = scorer.stop()
-            levels = scorer.log_levels()
-        finally:
-            if scorer.alive():
-                scorer.stop()
-        rows_final = final_rows(store, prefix)
-        store.close()
+        publisher = Publisher(stand.settings, stand.texts, prefix, rate, config.burst_seconds)
+        began = time.monotonic()
+        sampler = Sampler(stand.store, prefix, publisher, scorer, config.sample_interval_s).start()
+        publisher.start()
+        publisher.join()
+        burst_end = publisher.finished_at or time.monotonic()
+        total = publisher.acked
+        print(f"burst sent: {total} posts acknowledged in {burst_end - began:.1f} s")
+        while True:
+            latest = sampler.latest()
+            if latest is not None and latest.stored >= total and latest.t_s >= burst_end - began:
+                break
+            if time.monotonic() - burst_end > config.drain_timeout_s or not scorer.alive():
+                break
+            time.sleep(config.sample_interval_s)
+        drained_at = time.monotonic()
+        done = finish(stand, sampler, prefix)
+    stored_total, rows_final, peak_rss, samples = done.stored, done.rows_final, done.peak_rss_mb, done.samples
+    stop, levels = done.stop, done.log_levels
 
     max_lag = max((s.lag for s in samples), default=0)
     drain_s = drained_at - burst_end

@@ -22,11 +22,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
-import uuid
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +36,10 @@ from bench.overload import (  # noqa: E402
     Publisher,
     Sample,
     Sampler,
-    ScorerProcess,
-    bench_settings,
     downsample,
-    final_rows,
-    machine,
-    measure_capacity,
-    services_for,
-    stored,
-    wait_until_serving,
+    finish,
+    report_header,
+    scorer_stand,
     write_result,
 )
 
@@ -86,75 +78,38 @@ def percentile(values: list[int], pct: float) -> float:
 def run(
     config: SoakConfig, kafka: str | None = None, clickhouse_port: int | None = None, out: Path | None = None
 ) -> dict[str, Any]:
-    from bench import corpus
-    from moodwire.bus import KafkaBus
-    from moodwire.store import ServerStore
-
-    texts = corpus.load(2000)
-    report: dict[str, Any] = {
-        "benchmark": "soak",
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "config": asdict(config),
-    }
-    capacity = config.capacity or measure_capacity(texts, config.batch_max_size)
-    rate = capacity * config.load
-    report["capacity_posts_per_s"] = round(capacity, 1)
-    report["rate_posts_per_s"] = round(rate, 1)
+    report = report_header("soak", config)
     seconds = config.minutes * 60
-    print(f"scorer runtime capacity {capacity:.0f} posts/s; soaking at {rate:.0f} posts/s for {config.minutes:g} min")
-
-    tag = uuid.uuid4().hex[:8]
     prefix = "soak"
-    with (
-        tempfile.TemporaryDirectory(prefix="moodwire-soak-") as tmp,
-        services_for(kafka, clickhouse_port) as (broker, port),
-    ):
-        work = Path(tmp)
-        settings = bench_settings(
-            broker, port, work, tag, batch_max_size=config.batch_max_size, batch_max_wait_ms=config.batch_max_wait_ms
-        )
-        KafkaBus(settings).ensure_topics([settings.posts_topic, settings.dead_letter_topic])
-        store = ServerStore(settings)
-        store.migrate()
-        scorer = ScorerProcess(settings, work / "scorer.log")
-        try:
-            ready_s = wait_until_serving(store, settings, texts, scorer, timeout_s=180)
-            publisher = Publisher(settings, texts, prefix, rate, seconds)
-            began = time.monotonic()
-            sampler = Sampler(store, prefix, publisher, scorer, config.sample_interval_s).start()
-            publisher.start()
-            next_report = began + 60
-            while publisher.finished_at is None and scorer.alive():
-                time.sleep(1.0)
-                if time.monotonic() >= next_report:
-                    latest = sampler.latest()
-                    if latest is not None:
-                        print(
-                            f"  {latest.t_s / 60:5.1f} min: acked {latest.acked}, stored {latest.stored}, "
-                            f"lag {latest.lag}, RSS {latest.rss_mb:.0f} MB"
-                        )
-                    next_report += 60
-            publisher.join()
-            stream_end = publisher.finished_at or time.monotonic()
-            total = publisher.acked
-            while time.monotonic() - stream_end < config.drain_timeout_s and scorer.alive():
-                latest = sampler.latest()
-                if latest is not None and latest.stored >= total and latest.t_s >= stream_end - began:
-                    break
-                time.sleep(config.sample_interval_s / 5)
-            drain_s = time.monotonic() - stream_end
-            sampler.stop()
-            stored_total = stored(store, prefix)
-            peak_rss = scorer.peak_rss_mb()
-            samples = sampler.samples
-            stop = scorer.stop()
-            levels = scorer.log_levels()
-        finally:
-            if scorer.alive():
-                scorer.stop()
-        rows_final = final_rows(store, prefix)
-        store.close()
+    with scorer_stand("soak", config.capacity, config.batch_max_size, config.batch_max_wait_ms, kafka, clickhouse_port) as stand:
+        capacity, ready_s, scorer = stand.capacity, stand.ready_s, stand.scorer
+        rate = capacity * config.load
+        report["capacity_posts_per_s"] = round(capacity, 1)
+        report["rate_posts_per_s"] = round(rate, 1)
+        print(f"scorer runtime capacity {capacity:.0f} posts/s; soaking at {rate:.0f} posts/s for {config.minutes:g} min")
+        publisher = Publisher(stand.settings, stand.texts, prefix, rate, seconds)
+        began = time.monotonic()
+        sampler = Sampler(stand.store, prefix, publisher, scorer, config.sample_interval_s).start()
+        publisher.start()
+        next_report = began + 60
+        while publisher.finished_at is None and scorer.alive():
+            time.sleep(1.0)
+            latest = sampler.latest()
+            if time.monotonic() >= next_report and latest is not None:
+                print(f"  {latest.t_s / 60:5.1f} min: acked {latest.acked}, stored {latest.stored}, lag {latest.lag}, RSS {latest.rss_mb:.0f} MB")
+                next_report += 60
+        publisher.join()
+        stream_end = publisher.finished_at or time.monotonic()
+        total = publisher.acked
+        while time.monotonic() - stream_end < config.drain_timeout_s and scorer.alive():
+            latest = sampler.latest()
+            if latest is not None and latest.stored >= total and latest.t_s >= stream_end - began:
+                break
+            time.sleep(config.sample_interval_s / 5)
+        drain_s = time.monotonic() - stream_end
+        done = finish(stand, sampler, prefix)
+    stored_total, rows_final, peak_rss, samples = done.stored, done.rows_final, done.peak_rss_mb, done.samples
+    stop, levels = done.stop, done.log_levels
 
     during = [s for s in samples if s.t_s <= stream_end - began]
     warmup_s = min(300.0, 0.1 * seconds)

@@ -106,9 +106,21 @@ class Settings(BaseSettings):
 
     # Days of per-minute history behind each symbol's baseline (time-of-day aware).
     alert_baseline_days: int = Field(default=7, ge=1, le=28)
-    # How long to wait for late posts before a minute counts as complete.
+    # How long to wait for late posts before a minute is recorded as complete (the minutes so
+    # far are evaluated every alert_interval_s before that; later posts still add evidence).
     alert_lateness_minutes: int = Field(default=1, ge=0, le=60)
-    alert_interval_s: float = Field(default=60.0, ge=1.0)
+    # How often the alert job evaluates the minutes so far and delivers what is due.
+    alert_interval_s: float = Field(default=5.0, ge=1.0)
+    # An opened alert waits this long for others to share its message.
+    alert_group_wait_s: float = Field(default=15.0, ge=0, le=600)
+    # Negative spikes on this many tickers within 15 minutes are one market-wide notification.
+    alert_market_min_symbols: int = Field(default=4, ge=2)
+    # Several `moodwire alert` processes on one store: one holds a lease in ClickHouse and does
+    # the work; another takes over within this long when it stops renewing.
+    alert_lease_s: float = Field(default=30.0, ge=3.0, le=3600)
+    # What the detector's share test counts: stories labelled negative, or the model's
+    # P(negative) summed over stories (alerting/detector.py).
+    alert_evidence: Literal["labels", "probabilities"] = "labels"
 
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None

@@ -220,10 +220,15 @@ def votes_of(record: Mapping[str, Any]) -> list[TickerVote]:
 
 
 class StoryTally:
-    """Scored posts in, the same per-(ticker, minute) totals as `minute_counts_sql` out."""
+    """Scored posts in, the same per-(ticker, minute) totals as `minute_counts_sql` out.
+
+    Posts may be added in any order and the totals read at any time (a backtest replays posts
+    as they arrived and reads the minutes so far), so stories are kept per (ticker, minute).
+    """
 
     def __init__(self) -> None:
-        self._stories: dict[tuple[str, int, str], _Story] = {}
+        self._cells: dict[tuple[str, int], dict[str, _Story]] = {}
+        self._symbols_by_minute: dict[int, set[str]] = {}
 
     def add(
         self,
@@ -243,10 +248,13 @@ class StoryTally:
         minute = int(published_at.timestamp()) // 60
         story = story_key(post_id, story_id)
         for vote in votes:
-            key = (vote.symbol, minute, story)
-            current = self._stories.get(key)
+            cell = self._cells.get((vote.symbol, minute))
+            if cell is None:
+                cell = self._cells[(vote.symbol, minute)] = {}
+                self._symbols_by_minute.setdefault(minute, set()).add(vote.symbol)
+            current = cell.get(story)
             if current is None:
-                self._stories[key] = _Story(post_id, vote.stance, vote.negative_probability, {post_id})
+                cell[story] = _Story(post_id, vote.stance, vote.negative_probability, {post_id})
                 continue
             current.post_ids.add(post_id)
             if post_id < current.first_id:  # argMin by id, as the table's states do
@@ -256,23 +264,29 @@ class StoryTally:
         return True
 
     def totals(self) -> list[MinuteTotals]:
-        cells: dict[tuple[str, int], list[Any]] = {}
-        for (symbol, minute, _story), story in self._stories.items():
-            cell = cells.setdefault((symbol, minute), [0, 0, 0, 0, 0.0, set()])
-            cell[0] += 1
-            cell[1 + POLARITY_LABELS.index(story.stance)] += 1
-            cell[4] += story.negative_probability
-            cell[5] |= story.post_ids
-        return [
-            MinuteTotals(
-                symbol=symbol,
-                minute=datetime.fromtimestamp(minute * 60, tz=UTC),
-                stories=cell[0],
-                negative=cell[1],
-                neutral=cell[2],
-                positive=cell[3],
-                expected_negative=cell[4],
-                posts=len(cell[5]),
-            )
-            for (symbol, minute), cell in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][0]))
-        ]
+        """Every (ticker, minute), ordered by minute, then ticker."""
+        return [self._total(symbol, minute) for minute, symbol in sorted((m, s) for s, m in self._cells)]
+
+    def minute_totals(self, minute: int) -> list[MinuteTotals]:
+        """The totals of one minute (epoch minutes: seconds // 60), ordered by ticker."""
+        return [self._total(symbol, minute) for symbol in sorted(self._symbols_by_minute.get(minute, ()))]
+
+    def _total(self, symbol: str, minute: int) -> MinuteTotals:
+        by_stance = [0, 0, 0]
+        expected = 0.0
+        posts: set[str] = set()
+        stories = self._cells[(symbol, minute)]
+        for story in stories.values():
+            by_stance[POLARITY_LABELS.index(story.stance)] += 1
+            expected += story.negative_probability
+            posts |= story.post_ids
+        return MinuteTotals(
+            symbol=symbol,
+            minute=datetime.fromtimestamp(minute * 60, tz=UTC),
+            stories=len(stories),
+            negative=by_stance[0],
+            neutral=by_stance[1],
+            positive=by_stance[2],
+            expected_negative=expected,
+            posts=len(posts),
+        )

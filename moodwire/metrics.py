@@ -84,6 +84,14 @@ ASSIGNED_PARTITIONS = Gauge(
 ALERT_RUN_FAILURES = Counter(
     "moodwire_alert_run_failures_total", "Alerting runs that failed (detection or delivery)", ["step"]
 )
+ALERT_LATE_POSTS = Counter(
+    "moodwire_alert_late_posts_total",
+    "Stories (as moodwire.counting counts them) that arrived after the detector had left their minute "
+    "behind; they were added to its baseline",
+)
+ALERT_LEASE_HELD = Gauge(
+    "moodwire_alert_lease_held", "1 while this alert process holds the alerting lease and works, 0 while it stands by"
+)
 STORE_UP = Gauge(
     "moodwire_store_up",
     "1 while this process reaches ClickHouse, 0 after a call found it unreachable (set by the scorer and alert services)",

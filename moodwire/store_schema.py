@@ -79,6 +79,27 @@ ALERT_COLUMNS: tuple[str, ...] = (
     "created_at",
 )
 
+# What the detector compared each watched symbol's minute with (schema migration 3).
+DETECTOR_MINUTE_COLUMNS: tuple[str, ...] = (
+    "minute",
+    "symbol",
+    "stories",
+    "negative",
+    "expected_negative",
+    "baseline_share",
+    "baseline_probability",
+    "baseline_stories",
+    "information_gain",
+    "window_minutes",
+    "window_stories",
+    "window_negative",
+    "window_baseline_share",
+    "evaluated_at",
+    "version",
+)
+
+LEASE_COLUMNS: tuple[str, ...] = ("name", "holder", "token", "expires_ms", "version")
+
 DELIVERY_COLUMNS: tuple[str, ...] = (
     "alert_id",
     "channel",
@@ -211,7 +232,50 @@ ORDER BY (alert_id, channel, delivered_at)"""
             "per-ticker stance on posts; ticker_stories (one definition of what is counted) replaces post_minutes",
             _per_ticker_stance(database, flavour),
         ),
+        Migration(
+            3,
+            "detector_minutes (what the detector compared each minute with); alert_leases and a fencing token on alert_state (several alert instances)",
+            _detector_minutes_and_leases(database),
+        ),
     ]
+
+
+def _detector_minutes_and_leases(database: str) -> tuple[str, ...]:
+    """Per evaluated minute and watched symbol, the detector's own baseline and counts (the
+    dashboards chart them; a minute evaluated again replaces its row, by `version`); the lease
+    that lets one of several `moodwire alert` processes work; and the lease token on every saved
+    alert state, so a state saved by an instance that lost its lease never wins over the new one."""
+    detector_minutes = f"""
+CREATE TABLE IF NOT EXISTS {database}.detector_minutes (
+    minute DateTime('UTC'),
+    symbol String,
+    stories UInt32,
+    negative UInt32,
+    expected_negative Float64,
+    baseline_share Float64,
+    baseline_probability Float64,
+    baseline_stories Float64,
+    information_gain Float64,
+    window_minutes UInt16,
+    window_stories UInt32,
+    window_negative UInt32,
+    window_baseline_share Float64,
+    evaluated_at DateTime('UTC'),
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
+PARTITION BY toYYYYMM(minute)
+ORDER BY (symbol, minute)"""
+    leases = f"""
+CREATE TABLE IF NOT EXISTS {database}.alert_leases (
+    name String,
+    holder String,
+    token UInt64,
+    expires_ms UInt64,
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY name"""
+    token = f"ALTER TABLE {database}.alert_state ADD COLUMN token UInt64 DEFAULT 0"
+    return detector_minutes, leases, token
 
 
 def _per_ticker_stance(database: str, flavour: Flavour) -> tuple[str, ...]:

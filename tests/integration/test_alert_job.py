@@ -202,3 +202,45 @@ def test_dead_endpoints_are_recorded_as_failed_and_do_not_block_detection(clickh
     outcomes = store.query(f"SELECT channel, outcome, attempts FROM {store.database}.alert_deliveries").rows
     assert len(outcomes) == 1 and outcomes[0][:2] == ("webhook", "failed") and outcomes[0][2] >= 2
     store.close()
+
+
+SELLOFF = ("AAPL", "JPM", "MSFT", "NVDA", "XOM")
+
+
+def test_a_market_wide_selloff_is_one_grouped_message_and_a_row_per_ticker(
+    clickhouse_port: int, tmp_path: Path, receiver: WebhookReceiver, smtp_server: tuple[int, list]
+) -> None:
+    smtp_port, mails = smtp_server
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    selloff = now - timedelta(minutes=30)
+    rng = random.Random(11)
+    posts, index = [], 0
+    minute = now - timedelta(hours=4)
+    while minute < now - timedelta(minutes=2):
+        for symbol in SELLOFF:
+            falling = selloff <= minute < selloff + timedelta(minutes=15)
+            for _ in range(rng.randint(6, 9) if falling else rng.randint(2, 4)):
+                polarity = "negative" if rng.random() < (0.8 if falling else 0.2) else rng.choice(["neutral", "positive"])
+                posts.append(scored(index, symbol, minute + timedelta(seconds=rng.randint(0, 59)), polarity))
+                index += 1
+        minute += timedelta(minutes=1)
+    settings = job_settings(clickhouse_port, tmp_path, smtp_port, receiver.url, unique("alerts"))
+    store = ServerStore(settings)
+    store.migrate()
+    store.insert_posts(posts)
+
+    opened = AlertJob.from_settings(settings, store).run_once()
+
+    assert sorted(a.symbol for a in opened) == list(SELLOFF)
+    bodies = receiver.bodies
+    assert 1 <= len(bodies) < len(SELLOFF)  # not a message per ticker
+    groups = [b["group"] for b in bodies if b["group"]]
+    assert groups and groups[-1]["symbols"] == list(SELLOFF)
+    assert {"name": "S&P 500", "symbols": 5} in groups[-1]["indices"]
+    assert sorted(a["symbol"] for b in bodies for a in b["alerts"]) == list(SELLOFF)  # each announced once
+    assert len(mails) == len(bodies) and any(b"Market-wide: 5 tickers" in m.content for m in mails)
+    rows = store.query(
+        f"SELECT symbol, count() FROM {store.database}.alerts WHERE status = 'firing' GROUP BY symbol ORDER BY symbol"
+    ).rows
+    assert rows == [(s, 1) for s in SELLOFF]
+    store.close()

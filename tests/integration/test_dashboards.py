@@ -24,7 +24,10 @@ from typing import Any
 import pytest
 import yaml
 
-from alerting.detector import NEGATIVE_SPIKE
+from alerting.alert import NEGATIVE_SPIKE
+from alerting.detector_settings import DetectorSettings
+from alerting.job import AlertJob
+from alerting.lifecycle import LifecycleSettings
 from moodwire import counting, store_schema
 from moodwire.config import load_settings
 from moodwire.labels import EMOTION_LABELS, POLARITY_LABELS
@@ -172,6 +175,10 @@ def load_stream(store: ServerStore | ChdbStore, stream: Stream) -> None:
     store.migrate()
     store.insert_posts(stream.posts)
     store.insert_posts(stream.replayed)
+    # What the detector compared each minute with (detector_minutes), as the real alert job
+    # writes it: ten minutes after the last post, it has evaluated every minute of the range.
+    job = AlertJob(store, [], DetectorSettings(), LifecycleSettings(channels=()), clock=lambda: stream.now + timedelta(minutes=10))
+    assert job.run_once() == []  # the stream's spike is too thin to alert on: the alerts below are the ones shown
     store.insert_rows("alerts", store_schema.ALERT_COLUMNS, stream.alerts)
     store.insert_rows("alert_deliveries", store_schema.DELIVERY_COLUMNS, stream.deliveries)
 

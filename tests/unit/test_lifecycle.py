@@ -13,8 +13,10 @@ from alerting.lifecycle import (
     Notification,
     advance,
     mark_delivered,
+    next_due,
     pending,
     record,
+    release_held,
 )
 
 T0 = datetime(2024, 3, 5, 14, 0, tzinfo=UTC)
@@ -179,3 +181,81 @@ def test_state_survives_json_round_trip() -> None:
     again = AlertState.from_json(text)
     assert again == state
     assert again.to_json() == text
+
+
+# ---------------------------------------------------------------------------------------------
+# holding and market-wide grouping
+
+GROUPING = LifecycleSettings(group_wait_s=30, market_min_symbols=4, market_window_minutes=15, market_update_minutes=2)
+
+
+def at_s(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def test_an_opened_episode_waits_group_wait_for_others_then_goes_out_with_them() -> None:
+    state = AlertState()
+    assert advance(state, at_s(10), [alert("ACME", 1)], GROUPING, commit=False) == []
+    assert next_due(state, GROUPING) == at_s(40)
+    assert advance(state, at_s(25), [alert("XYZ", 1)], GROUPING, commit=False) == []
+    (note,) = advance(state, at_s(40), [], GROUPING, commit=False)
+    assert [a.symbol for a in note.alerts] == ["ACME", "XYZ"] and note.created_at == at_s(40)
+    assert note.group is None and state.held == [] and next_due(state, GROUPING) is None
+    # later alerts of the same episodes are absorbed, never sent again
+    assert advance(state, at_s(90), [alert("ACME", 2), alert("XYZ", 2)], GROUPING, commit=False) == []
+
+
+def test_many_tickers_at_once_are_one_market_wide_message_and_joiners_are_batched() -> None:
+    state = AlertState()
+    notes = advance(state, at_s(0), [alert("AAPL", 1)], GROUPING, commit=False)
+    notes += advance(state, at_s(40), [alert("MSFT", 1)], GROUPING, commit=False)
+    notes += advance(state, at_s(80), [alert("NVDA", 1)], GROUPING, commit=False)
+    # AAPL waited 30 s and went out with MSFT (held since 40 s); NVDA is held
+    assert [([a.symbol for a in n.alerts], n.group) for n in notes] == [(["AAPL", "MSFT"], None)]
+    grouped = advance(state, at_s(85), [alert("JPM", 1)], GROUPING, commit=False)
+    (first,) = grouped
+    assert first.group is not None and first.group.symbols == ("AAPL", "JPM", "MSFT", "NVDA")
+    assert {a.symbol for a in first.alerts} == {"JPM", "NVDA"}  # the two not announced yet
+    # tickers joining within the next two minutes wait for one update together
+    assert advance(state, at_s(100), [alert("XOM", 1)], GROUPING, commit=False) == []
+    assert advance(state, at_s(150), [alert("CVX", 1)], GROUPING, commit=False) == []
+    (update,) = advance(state, at_s(205), [], GROUPING, commit=False)
+    assert update.group is not None and update.group.group_id == first.group.group_id
+    assert {a.symbol for a in update.alerts} == {"CVX", "XOM"}
+    assert set(update.group.symbols) == {"AAPL", "CVX", "JPM", "MSFT", "NVDA", "XOM"}
+    # a volume spike during the event is not part of it
+    (volume,) = advance(state, at_s(240), [alert("KO", 1, VOLUME_SPIKE)], GROUPING, commit=False) + advance(
+        state, at_s(270), [], GROUPING, commit=False
+    )
+    assert volume.group is None
+    # the event ends 15 minutes after its last ticker joined: a lone spike then is its own message
+    advance(state, at_s(150 + 15 * 60 + 1), [], GROUPING, commit=False)
+    assert state.market is None
+    lone = advance(state, at_s(2000), [alert("AMD", 1)], GROUPING, commit=False) + advance(state, at_s(2030), [], GROUPING, commit=False)
+    assert [(n.group, [a.symbol for a in n.alerts]) for n in lone] == [(None, ["AMD"])]
+    # all of it survives a restart
+    assert AlertState.from_json(state.to_json()) == state
+
+
+def test_a_last_run_releases_what_is_held() -> None:
+    state = AlertState()
+    advance(state, at_s(0), [alert("ACME", 1)], GROUPING, commit=False)
+    (note,) = release_held(state, at_s(1), GROUPING)
+    assert [a.symbol for a in note.alerts] == ["ACME"] and pending(state, "webhook") == [note]
+
+
+def test_a_complete_minute_after_an_evaluation_of_the_minutes_so_far_is_not_applied_twice() -> None:
+    state = AlertState()
+    # the minutes so far at 14:05:30 open the episode; the complete minute 14:05 (ending 14:06)
+    # and an earlier one ending 14:05:00 still count as new complete minutes, silently
+    (note,) = advance(state, minute(5) + timedelta(seconds=30), [alert("ACME", 5)], SETTINGS, commit=False)
+    assert state.last_minute is None  # the minutes so far are never a complete minute
+    assert advance(state, minute(5), [alert("ACME", 5)], SETTINGS) == []
+    # time never runs back: the episode was seen at 14:05:30 already
+    assert state.clock == minute(5) + timedelta(seconds=30)
+    assert state.episodes["ACME|negative-spike"].last_seen == minute(5) + timedelta(seconds=30)
+    assert state.last_minute == minute(5)
+    assert advance(state, minute(6), [alert("ACME", 6)], SETTINGS) == []
+    assert state.last_minute == minute(6) and state.clock == minute(6)
+    assert state.episodes["ACME|negative-spike"].last_seen == minute(6)
+    assert note.created_at == minute(5) + timedelta(seconds=30)

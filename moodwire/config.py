@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     batch_max_wait_ms: int = Field(default=250, ge=0, le=60_000)
     # Rows per ONNX Runtime call; unset: the runtime's default (64 on a CPU, 256 on a GPU).
     inference_batch_size: int | None = Field(default=None, ge=1, le=4096)
+    # Threads one scorer process gives the model (ONNX Runtime and the tokenizer); unset: every
+    # core it may use. N scorers on one CPU host: cores / N each (README "Scale out").
+    inference_threads: int | None = Field(default=None, ge=1, le=256)
     # While the store is down, a held batch tries again this often (so it is stored within about
     # this long of the store's return).
     store_retry_interval_s: float = Field(default=1.0, gt=0, le=60)

@@ -86,15 +86,47 @@ def test_e2e_bench_broker_to_clickhouse(tmp_path: Path) -> None:
     from bench import e2e_bench
 
     out = tmp_path / "e2e.json"
-    config = e2e_bench.E2EConfig(phase_seconds=2.0, drain_timeout_s=30.0, batch_max_wait_ms=50)
-    e2e_bench.run(config, size=24, out=out, echo=lambda _line: None)
+    config = e2e_bench.E2EConfig(phase_seconds=2.0, drain_timeout_s=30.0, batch_max_wait_ms=50, max_rate_min_posts=0)
+    e2e_bench.run(config, size=24, out=out, echo=lambda _line: None, scorers=(1, 2))
     saved = json.loads(out.read_text())
     assert saved["max_rate"]["sustained_posts_per_s"] > 0
-    for phase in saved["latency"].values():
-        assert phase["not_queryable_after_drain"] == 0
-        assert phase["queryable"] == phase["published"]
-        assert phase["latency_p99_s"] >= phase["latency_p50_s"] > 0
+    for run in saved["runs"].values():
+        for phase in run["latency"].values():
+            assert phase["not_queryable_after_drain"] == 0
+            assert phase["queryable"] == phase["published"]
+            assert phase["latency_p99_s"] >= phase["latency_p50_s"] > 0
     assert saved["scorer_process"]["peak_rss_mb"] > 0
+    # The curve: one point per group size, two processes in the second.
+    assert [point["scorers"] for point in saved["curve"]] == [1, 2]
+    assert all(point["sustained_posts_per_s"] > 0 for point in saved["curve"])
+    assert [point["inference_threads"] for point in saved["curve"]][0] is None
+    assert len(saved["runs"]["2"]["scorer_process"]["processes"]) == 2
+    assert saved["runs"]["2"]["max_rate"]["cpu"]["scorers_cores"] > 0
+
+
+def test_scorers_option_takes_a_number_or_a_list() -> None:
+    from bench import e2e_bench
+
+    assert e2e_bench.parse_scorers("2") == (2,)
+    assert e2e_bench.parse_scorers("1, 2,4") == (1, 2, 4)
+    for bad in ("", "0", "a", "1,-2"):
+        with pytest.raises(ValueError):
+            e2e_bench.parse_scorers(bad)
+
+
+@pytest.mark.integration
+def test_cluster_bench_compares_synchronous_and_asynchronous_inserts(tmp_path: Path) -> None:
+    from bench import cluster_bench
+
+    out = tmp_path / "cluster.json"
+    cluster_bench.run(batches=3, batch=64, out=out, echo=lambda _line: None)
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"single", "cluster_async", "cluster_sync"}
+    for result in results.values():
+        assert result["rows"] == 3 * 64 and result["insert_p99_ms"] >= result["insert_p50_ms"] > 0
+    # What moodwire relies on: a synchronous insert is readable when it returns.
+    assert results["cluster_sync"]["unreadable_right_after_insert"] == 0
+    assert results["single"]["unreadable_right_after_insert"] == 0
 
 
 def test_bench_command_registers_with_its_options() -> None:
@@ -113,7 +145,8 @@ def test_bench_command_registers_with_its_options() -> None:
     runner = CliRunner()
     shown = runner.invoke(app, ["bench", "--help"], terminal_width=200)
     assert shown.exit_code == 0
-    for option in ("--quick", "--variants", "--out", "--suite"):
+    for option in ("--quick", "--variants", "--out", "--suite", "--scorers"):
         assert option in shown.output
     assert runner.invoke(app, ["bench", "--suite", "nope"]).exit_code == 2
     assert runner.invoke(app, ["bench", "--variants", "nope"]).exit_code == 2
+    assert runner.invoke(app, ["bench", "--suite", "e2e", "--scorers", "0"]).exit_code == 2

@@ -150,3 +150,47 @@ def test_bench_command_registers_with_its_options() -> None:
     assert runner.invoke(app, ["bench", "--suite", "nope"]).exit_code == 2
     assert runner.invoke(app, ["bench", "--variants", "nope"]).exit_code == 2
     assert runner.invoke(app, ["bench", "--suite", "e2e", "--scorers", "0"]).exit_code == 2
+
+
+def test_gpu_classify_script_measures_classify_workers_from_outside(tmp_path: Path) -> None:
+    """The script the lead runs on the GPU host, here on the CPU with few posts."""
+    from bench import gpu_classify
+
+    out = tmp_path / "gpu_classify.json"
+    gpu_classify.run([1, 2], 300, [120], None, "cpu", out, budget_s=600, echo=lambda _line: None)
+    saved = json.loads(out.read_text())
+    assert saved["complete"] and saved["preflight"]["one_post_rc"] == 0
+    assert [(r["workers"], r["posts"]) for r in saved["runs"]] == [(1, 300), (2, 300), (2, 120)]
+    for result in saved["runs"]:
+        assert result["ok"] and result["lines_out"] == result["posts"] and result["ids_out_of_order"] == 0
+        assert result["posts_per_s"] > 0 and result["startup_wall_s"] > 0
+    assert set(saved["startup_wall_s"]) == {"1", "2"}
+    assert saved["summary"]["best"]["posts_per_s"] > 0
+
+
+def test_gpu_classify_stops_when_cuda_is_asked_for_and_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the GPU host, a classify that can't get the GPU must not be measured on the CPU."""
+    from bench import gpu_classify
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU for the children, here or on a GPU host
+    out = tmp_path / "gpu_classify.json"
+    gpu_classify.run([1], 50, [], None, "cuda", out, budget_s=60, echo=lambda _line: None)
+    saved = json.loads(out.read_text())
+    assert saved["preflight"]["one_post_rc"] != 0 and "CUDA" in saved["preflight"]["one_post_error"]
+    assert saved["runs"] == [] and not saved["complete"]
+
+
+def test_gpu_classify_checks_every_line_and_the_order(tmp_path: Path) -> None:
+    from bench.gpu_classify import check_output
+
+    def written(ids: list[str], error_at: int | None = None) -> Path:
+        path = tmp_path / "out.jsonl"
+        path.write_text("".join(
+            json.dumps({"id": i, **({"error": "x"} if n == error_at else {"polarity": "neutral"})}) + "\n" for n, i in enumerate(ids)
+        ))
+        return path
+
+    assert check_output(written(["gpu:0", "gpu:1", "gpu:2"]), 3)["ok"]
+    assert check_output(written(["gpu:1", "gpu:0", "gpu:2"]), 3)["ids_out_of_order"] == 2
+    assert not check_output(written(["gpu:0", "gpu:1"]), 3)["ok"]
+    assert check_output(written(["gpu:0", "gpu:1", "gpu:2"], error_at=1), 3)["errors"] == 1

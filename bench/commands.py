@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-SUITES = ("runtime", "classify", "e2e")
+SUITES = ("runtime", "classify", "e2e", "cluster")
 
 
 def bench_command(
@@ -20,12 +20,21 @@ def bench_command(
         typer.Option(help="Runtime variants, comma-separated (default: all; CUDA ones are skipped, with a message, without a GPU)."),
     ] = None,
     out: Annotated[Optional[Path], typer.Option(help="Where the JSON goes (default: bench/results/<suite>.json).")] = None,
-    suite: Annotated[str, typer.Option(help="runtime, classify or e2e (e2e starts a tansu broker and a ClickHouse server).")] = "runtime",
+    suite: Annotated[
+        str,
+        typer.Option(
+            help="runtime, classify, e2e (starts a tansu broker and a ClickHouse server) or cluster (inserts into "
+            "a two-shard ClickHouse cluster, synchronous against asynchronous)."
+        ),
+    ] = "runtime",
     size: Annotated[Optional[int], typer.Option(help="The first N posts of the corpus (default: all 4,819).")] = None,
     model_dir: Annotated[Optional[Path], typer.Option(help="Model directory (default: the bundled model).")] = None,
     checkpoint: Annotated[
         Optional[Path], typer.Option(help="The checkpoint the model dir was exported from (for the torch and pipeline variants).")
     ] = None,
+    scorers: Annotated[
+        str, typer.Option(help="e2e: scorer processes in one consumer group, N or N,M,... for the curve (e.g. 1,2).")
+    ] = "1",
 ) -> None:
     """Benchmark the scorer runtime against the usual ways of running the same model, on real posts.
 
@@ -55,10 +64,22 @@ def bench_command(
         from bench import classify_bench
 
         classify_bench.run(n, out or classify_bench.RESULTS, model_dir, checkpoint, echo=typer.echo)
+    elif suite == "cluster":
+        from bench import cluster_bench
+
+        cluster_bench.run(out=out or cluster_bench.RESULTS, echo=typer.echo)
     else:
         from bench import e2e_bench
 
-        e2e_bench.run(e2e_bench.E2EConfig.quick() if quick else e2e_bench.E2EConfig(), size=n, out=out or e2e_bench.RESULTS, model_dir=model_dir, echo=typer.echo)
+        try:
+            counts = e2e_bench.parse_scorers(scorers)
+        except ValueError as exc:
+            typer.echo(f"moodwire bench: {exc}", err=True)
+            raise typer.Exit(2) from None
+        e2e_bench.run(
+            e2e_bench.E2EConfig.quick() if quick else e2e_bench.E2EConfig(),
+            size=n, out=out or e2e_bench.RESULTS, model_dir=model_dir, echo=typer.echo, scorers=counts,
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -1,7 +1,7 @@
 """End-to-end benchmark: broker -> `moodwire score` -> ClickHouse, on real services.
 
-    python -m bench.e2e_bench [--quick] [--size N] [--phase-seconds S] [--out FILE]
-    moodwire bench --suite e2e [--quick]
+    python -m bench.e2e_bench [--quick] [--size N] [--phase-seconds S] [--scorers N[,M...]] [--out FILE]
+    moodwire bench --suite e2e [--quick] [--scorers 1,2]
 
 Starts a tansu broker (Kafka protocol) and a ClickHouse server on loopback with private data
 dirs (tests.services, as the integration tests do), runs the production scorer service as its
@@ -23,7 +23,13 @@ batch_max_wait_ms 250 as shipped), and measures from outside:
    the scorer, the broker, the server, this harness (publisher and poller) and everything else
    on the machine (`others_cores`: contention).
 Everything shares this machine's cores: broker, server, publisher and poller run beside the
-scorer, as they would on a one-box deployment. Writes bench/results/e2e.json.
+scorer, as they would on a one-box deployment.
+
+`--scorers 1,2` measures 2 and 3 for each group size in turn (N `moodwire score` processes in
+one consumer group, on a fresh topic of max(4, N) partitions and a fresh database; with N > 1
+each gets inference_threads = cores / N) and reports the curve (`curve`: sustained posts/s and
+p99 latency per N); the other top-level figures are those of the first N. Writes
+bench/results/e2e.json.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -159,15 +165,15 @@ class CpuMeter:
     """Cores used over an interval by each of our processes (scorer, broker, server, this harness)
     and by everything else on the machine: the last says whether a measurement was contended."""
 
-    def __init__(self, pids: dict[str, int]) -> None:
+    def __init__(self, pids: dict[str, int | list[int]]) -> None:
         from bench.runtime_bench import _busy_cpu_s
 
         self._busy = _busy_cpu_s
-        self._pids = pids
+        self._pids = {name: pid if isinstance(pid, list) else [pid] for name, pid in pids.items()}
         self._start = self._sample()
 
     def _sample(self) -> tuple[float, float, dict[str, float]]:
-        ours = {name: _process_cpu_s(pid) for name, pid in self._pids.items()}
+        ours = {name: sum(_process_cpu_s(pid) for pid in pids) for name, pids in self._pids.items()}
         ours["harness"] = sum(os.times()[:2])
         return time.perf_counter(), self._busy(), ours
 
@@ -294,11 +300,9 @@ def run(
     out: Path | None = RESULTS,
     model_dir: Path | None = None,
     echo: Callable[[str], None] = print,
+    scorers: Sequence[int] = (1,),
 ) -> dict[str, Any]:
     from bench.runtime_bench import describe_machine
-    from moodwire.bus import KafkaBus
-    from moodwire.config import load_settings
-    from moodwire.store import ServerStore
 
     if str(REPO) not in sys.path:  # tests/ is not installed; `moodwire bench` runs from the checkout
         sys.path.insert(0, str(REPO))
@@ -307,13 +311,14 @@ def run(
     started_at = datetime.now(UTC)
     posts = corpus.load_posts(size)
     texts = [p.text for p in posts]
-    tag = uuid.uuid4().hex[:8]
+    scorers = tuple(scorers)
     report: dict[str, Any] = {
         "benchmark": "e2e",
         "started_at": started_at.isoformat(timespec="seconds"),
         "machine": describe_machine(),
         "corpus": corpus.describe(texts),
         "config": asdict(config),
+        "scorers": list(scorers),
     }
     with tempfile.TemporaryDirectory(prefix="moodwire-e2e-") as tmp:
         work = Path(tmp)
@@ -325,116 +330,33 @@ def run(
         echo("starting tansu and ClickHouse ...")
         broker = services.start_tansu()
         clickhouse = services.start_clickhouse()
-        scorer: subprocess.Popen[bytes] | None = None
-        stop_poller = threading.Event()
+        runs: dict[int, dict[str, Any]] = {}
         try:
-            values: dict[str, Any] = dict(
-                bus="kafka",
-                store="clickhouse",
-                kafka_bootstrap_servers=f"127.0.0.1:{broker.port}",
-                posts_topic=f"bench_posts_{tag}",
-                dead_letter_topic=f"bench_dlq_{tag}",
-                consumer_group=f"bench_scorer_{tag}",
-                topic_partitions=config.partitions,
-                kafka_session_timeout_ms=6000,
-                kafka_heartbeat_interval_ms=1000,
-                clickhouse_port=clickhouse.port,
-                clickhouse_database=f"bench_{tag}",
-                data_dir=work / "data",
-                batch_max_size=config.batch_max_size,
-                batch_max_wait_ms=config.batch_max_wait_ms,
-                log_level="WARNING",
-            )
-            if model_dir is not None:
-                values["model_dir"] = model_dir
-            settings = load_settings(**values)
-            bus = KafkaBus(settings)
-            bus.ensure_topics([settings.posts_topic, settings.dead_letter_topic])
-            store = ServerStore(settings)
-            store.migrate()
-            producer = bus.producer()
-
-            max_posts = posts * max(1, -(-config.max_rate_min_posts // len(posts)))
-            echo(f"publishing {len(max_posts)} posts, then starting `moodwire score` ...")
-            report["publish_all_s"] = round(_publish_all(producer, settings.posts_topic, max_posts, "max"), 2)
-            env = {**os.environ, **{f"MOODWIRE_{k.upper()}": str(v) for k, v in values.items()}}
-            spawned = time.perf_counter()
-            scorer = subprocess.Popen(
-                _moodwire() + ["score"], cwd=REPO, env=env,
-                stdout=(work / "scorer.log").open("wb"), stderr=subprocess.STDOUT,
-            )
-            meter = CpuMeter({"scorer": scorer.pid, "broker": broker.process.pid, "clickhouse": clickhouse.process.pid})
-            first_at: float | None = None
-            first_count = 0
-            count = 0
-            deadline = time.perf_counter() + config.start_timeout_s + len(max_posts) / 10
-            while count < len(max_posts) and time.perf_counter() < deadline:
-                if scorer.poll() is not None:
-                    raise RuntimeError(f"moodwire score exited {scorer.returncode}: {(work / 'scorer.log').read_text()[-2000:]}")
-                count = _count(store)
-                now = time.perf_counter()
-                if count and first_at is None:
-                    first_at, first_count = now, count
-                time.sleep(config.poll_interval_s)
-            if count < len(max_posts) or first_at is None:
-                raise RuntimeError(f"only {count} of {len(max_posts)} posts reached ClickHouse; log: {(work / 'scorer.log').read_text()[-2000:]}")
-            done_at = time.perf_counter()
-            # Too few posts after the first poll (a tiny --size) leave the rate unmeasured; then the
-            # whole run from spawn (model load included) gives a lower bound, and says so.
-            measured = count - first_count >= 2 * config.batch_max_size and done_at > first_at
-            max_rate = (count - first_count) / (done_at - first_at) if measured else count / (done_at - spawned)
-            report["max_rate"] = {
-                "posts": len(max_posts),
-                "rate_measured": measured,
-                "service_start_to_first_row_s": round(first_at - spawned, 2),
-                "sustained_posts_per_s": round(max_rate, 1),
-                "measured_over_s": round(done_at - first_at, 2),
-                "cpu": meter.read(),
-            }
-            echo(
-                f"  sustained {max_rate:.1f} posts/s (service start to first row {first_at - spawned:.1f} s; "
-                f"others used {report['max_rate']['cpu']['others_cores']} cores)"
-            )
-
-            poller = Poller(ServerStore(settings), config.poll_interval_s)
-            poll_thread = threading.Thread(target=poller.run, args=(stop_poller,), daemon=True)
-            poll_thread.start()
-            phases: dict[str, Any] = {}
-            for load in config.loads:
-                name = f"load_{int(load * 100)}pct"
-                echo(f"{name}: publishing {load * max_rate:.1f} posts/s for {config.phase_seconds:.0f} s ...")
-                phases[name] = _paced_phase(
-                    producer, settings.posts_topic, posts, name, load * max_rate, config.phase_seconds, poller, config.drain_timeout_s
-                )
-                phases[name]["cpu"] = meter.read()
-                phase = phases[name]
-                echo(
-                    f"  p50 {phase['latency_p50_s']} s, p99 {phase['latency_p99_s']} s, {phase['not_queryable_after_drain']} not queryable "
-                    f"(others used {phase['cpu']['others_cores']} cores)"
-                )
-            stop_poller.set()
-            poll_thread.join(timeout=10)
-            report["latency"] = phases
-            report["latency_resolution_s"] = {
-                "poll_interval_s": config.poll_interval_s,
-                "poll_query_p50_ms": round(float(np.percentile(poller.query_s, 50)) * 1000, 1) if poller.query_s else None,
-            }
-            report["scorer_process"] = {
-                "peak_rss_mb": round(status_kb(scorer.pid, "VmHWM") / 1024, 1),
-                "rss_at_end_mb": round(status_kb(scorer.pid, "VmRSS") / 1024, 1),
-                "cpu_s": round(_process_cpu_s(scorer.pid), 1),
-                "wall_s": round(time.perf_counter() - spawned, 1),
-            }
-            producer.close()
-            store.close()
+            for count in scorers:
+                runs[count] = _measure_group(count, config, posts, broker, clickhouse, work, model_dir, echo)
         finally:
-            stop_poller.set()
-            if scorer is not None:
-                services.stop_process(scorer, signal.SIGINT, timeout_s=30)
             broker.stop()
             clickhouse.stop()
 
+    # The top-level figures are those of the first group size asked for (1 unless told otherwise).
+    first = runs[scorers[0]]
+    report.update({key: first[key] for key in ("publish_all_s", "max_rate", "latency", "latency_resolution_s", "scorer_process")})
     bare_service = bare["service_batches_posts_per_s"]
+    report["curve"] = [
+        {
+            "scorers": count,
+            "partitions": run_["partitions"],
+            "inference_threads": run_["inference_threads"],
+            "sustained_posts_per_s": run_["max_rate"]["sustained_posts_per_s"],
+            "share_of_bare_service_batches": round(run_["max_rate"]["sustained_posts_per_s"] / bare_service, 3),
+            "scorers_cores": run_["max_rate"]["cpu"]["scorers_cores"],
+            "others_cores": run_["max_rate"]["cpu"]["others_cores"],
+            **{f"{name}_p99_s": phase["latency_p99_s"] for name, phase in run_["latency"].items()},
+        }
+        for count, run_ in runs.items()
+    ]
+    if len(runs) > 1:
+        report["runs"] = {str(count): run_ for count, run_ in runs.items()}
     e2e = report["max_rate"]["sustained_posts_per_s"]
     report["summary"] = {
         "e2e_share_of_bare_service_batches": round(e2e / bare_service, 3),
@@ -442,12 +364,175 @@ def run(
         "pipeline_overhead_vs_service_batches": round(1 - e2e / bare_service, 3),
         **{f"{name}_p99_s": phase["latency_p99_s"] for name, phase in report["latency"].items()},
         "scorer_peak_rss_mb": report["scorer_process"]["peak_rss_mb"],
+        "sustained_posts_per_s_by_scorers": {str(point["scorers"]): point["sustained_posts_per_s"] for point in report["curve"]},
     }
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     echo(json.dumps(report["summary"], indent=2))
     return report
+
+
+def _measure_group(
+    count: int,
+    config: E2EConfig,
+    posts: list[corpus.CorpusPost],
+    broker: Any,
+    clickhouse: Any,
+    work: Path,
+    model_dir: Path | None,
+    echo: Callable[[str], None],
+) -> dict[str, Any]:
+    """`count` scorer processes in one group on a fresh topic and database: the maximum sustained
+    rate, then publish -> queryable latency at the loads of `config`."""
+    from moodwire.bus import KafkaBus
+    from moodwire.config import load_settings
+    from moodwire.store import ServerStore
+    from scorer.runtime import available_cores
+    from tests import services
+
+    tag = uuid.uuid4().hex[:8]
+    partitions = max(config.partitions, count)  # a partition is read by one scorer at a time
+    values: dict[str, Any] = dict(
+        bus="kafka",
+        store="clickhouse",
+        kafka_bootstrap_servers=f"127.0.0.1:{broker.port}",
+        posts_topic=f"bench_posts_{tag}",
+        dead_letter_topic=f"bench_dlq_{tag}",
+        consumer_group=f"bench_scorer_{tag}",
+        topic_partitions=partitions,
+        kafka_session_timeout_ms=6000,
+        kafka_heartbeat_interval_ms=1000,
+        clickhouse_port=clickhouse.port,
+        clickhouse_database=f"bench_{tag}",
+        data_dir=work / f"data_{tag}",
+        batch_max_size=config.batch_max_size,
+        batch_max_wait_ms=config.batch_max_wait_ms,
+        log_level="WARNING",
+    )
+    # One scorer keeps the shipped default (every core); several share the cores out, as the
+    # README says to run them on one CPU host.
+    threads = None if count == 1 else max(1, available_cores() // count)
+    if threads is not None:
+        values["inference_threads"] = threads
+    if model_dir is not None:
+        values["model_dir"] = model_dir
+    settings = load_settings(**values)
+    bus = KafkaBus(settings)
+    bus.ensure_topics([settings.posts_topic, settings.dead_letter_topic])
+    store = ServerStore(settings)
+    store.migrate()
+    producer = bus.producer()
+    result: dict[str, Any] = {"scorers": count, "partitions": partitions, "inference_threads": threads}
+    scorers: list[subprocess.Popen[bytes]] = []
+    logs = [work / f"scorer_{tag}_{index}.log" for index in range(count)]
+    stop_poller = threading.Event()
+
+    def log_tails() -> str:
+        return "\n".join(path.read_text(errors="replace")[-1500:] for path in logs if path.exists())
+
+    try:
+        max_posts = posts * max(1, -(-config.max_rate_min_posts // len(posts)))
+        echo(f"{count} scorer(s): publishing {len(max_posts)} posts on {partitions} partitions, then starting `moodwire score` ...")
+        result["publish_all_s"] = round(_publish_all(producer, settings.posts_topic, max_posts, "max"), 2)
+        env = {**os.environ, **{f"MOODWIRE_{k.upper()}": str(v) for k, v in values.items()}}
+        spawned = time.perf_counter()
+        for path in logs:
+            scorers.append(
+                subprocess.Popen(_moodwire() + ["score"], cwd=REPO, env=env, stdout=path.open("wb"), stderr=subprocess.STDOUT)
+            )
+        meter = CpuMeter(
+            {"scorers": [p.pid for p in scorers], "broker": broker.process.pid, "clickhouse": clickhouse.process.pid}
+        )
+        first_at: float | None = None
+        first_count = 0
+        stored = 0
+        deadline = time.perf_counter() + config.start_timeout_s + len(max_posts) / 10
+        while stored < len(max_posts) and time.perf_counter() < deadline:
+            for scorer in scorers:
+                if scorer.poll() is not None:
+                    raise RuntimeError(f"moodwire score exited {scorer.returncode}: {log_tails()}")
+            stored = _count(store)
+            now = time.perf_counter()
+            if stored and first_at is None:
+                first_at, first_count = now, stored
+            time.sleep(config.poll_interval_s)
+        if stored < len(max_posts) or first_at is None:
+            raise RuntimeError(f"only {stored} of {len(max_posts)} posts reached ClickHouse; logs: {log_tails()}")
+        done_at = time.perf_counter()
+        # Too few posts after the first poll (a tiny --size) leave the rate unmeasured; then the
+        # whole run from spawn (model load included) gives a lower bound, and says so.
+        measured = stored - first_count >= 2 * config.batch_max_size and done_at > first_at
+        max_rate = (stored - first_count) / (done_at - first_at) if measured else stored / (done_at - spawned)
+        result["max_rate"] = {
+            "posts": len(max_posts),
+            "rate_measured": measured,
+            "service_start_to_first_row_s": round(first_at - spawned, 2),
+            "sustained_posts_per_s": round(max_rate, 1),
+            "measured_over_s": round(done_at - first_at, 2),
+            "cpu": meter.read(),
+        }
+        echo(
+            f"  sustained {max_rate:.1f} posts/s (service start to first row {first_at - spawned:.1f} s; "
+            f"others used {result['max_rate']['cpu']['others_cores']} cores)"
+        )
+
+        poller = Poller(ServerStore(settings), config.poll_interval_s)
+        poll_thread = threading.Thread(target=poller.run, args=(stop_poller,), daemon=True)
+        poll_thread.start()
+        phases: dict[str, Any] = {}
+        for load in config.loads:
+            name = f"load_{int(load * 100)}pct"
+            echo(f"{name}: publishing {load * max_rate:.1f} posts/s for {config.phase_seconds:.0f} s ...")
+            phases[name] = _paced_phase(
+                producer, settings.posts_topic, posts, name, load * max_rate, config.phase_seconds, poller, config.drain_timeout_s
+            )
+            phases[name]["cpu"] = meter.read()
+            phase = phases[name]
+            echo(
+                f"  p50 {phase['latency_p50_s']} s, p99 {phase['latency_p99_s']} s, {phase['not_queryable_after_drain']} not queryable "
+                f"(others used {phase['cpu']['others_cores']} cores)"
+            )
+        stop_poller.set()
+        poll_thread.join(timeout=10)
+        result["latency"] = phases
+        result["latency_resolution_s"] = {
+            "poll_interval_s": config.poll_interval_s,
+            "poll_query_p50_ms": round(float(np.percentile(poller.query_s, 50)) * 1000, 1) if poller.query_s else None,
+        }
+        processes = [
+            {
+                "peak_rss_mb": round(status_kb(scorer.pid, "VmHWM") / 1024, 1),
+                "rss_at_end_mb": round(status_kb(scorer.pid, "VmRSS") / 1024, 1),
+                "cpu_s": round(_process_cpu_s(scorer.pid), 1),
+            }
+            for scorer in scorers
+        ]
+        result["scorer_process"] = {
+            "peak_rss_mb": max(p["peak_rss_mb"] for p in processes),
+            "rss_at_end_mb": max(p["rss_at_end_mb"] for p in processes),
+            "cpu_s": round(sum(p["cpu_s"] for p in processes), 1),
+            "wall_s": round(time.perf_counter() - spawned, 1),
+            **({"processes": processes} if count > 1 else {}),
+        }
+        producer.close()
+        store.close()
+    finally:
+        stop_poller.set()
+        for scorer in scorers:
+            services.stop_process(scorer, signal.SIGINT, timeout_s=30)
+    return result
+
+
+def parse_scorers(text: str) -> tuple[int, ...]:
+    """`2` or `1,2,4` -> (1, 2, 4): the group sizes to measure, in order."""
+    try:
+        counts = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"--scorers takes a number or numbers separated by commas, not {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise ValueError(f"--scorers takes numbers of at least 1, not {text!r}")
+    return counts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -458,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--model-dir", type=Path, default=None)
     parser.add_argument("--batch-max-size", type=int, default=None, help="the service's batch_max_size (default: as shipped)")
+    parser.add_argument("--scorers", default="1", help="scorer processes in the group: N, or N,M,... for the curve (default 1)")
     # Internal: the bare runtime in its own process.
     parser.add_argument("--bare", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, default=None, help=argparse.SUPPRESS)
@@ -473,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_max_size is not None:
         config = E2EConfig(**{**asdict(config), "batch_max_size": args.batch_max_size})
     size = corpus.QUICK_SIZE if args.quick and args.size is None else args.size
-    run(config, size, args.out, args.model_dir)
+    run(config, size, args.out, args.model_dir, scorers=parse_scorers(args.scorers))
     return 0
 
 

@@ -273,7 +273,15 @@ class Application:
 
         settings = self.settings
         assert self.bus is not None and self.store is not None
-        runtime = OnnxScorer(settings.model_dir, provider=settings.execution_provider, max_batch=settings.inference_batch_size)
+        if settings.inference_threads is not None:
+            # The tokenizer's thread pool (Rust, rayon) reads this when it is first used.
+            os.environ["RAYON_NUM_THREADS"] = str(settings.inference_threads)
+        runtime = OnnxScorer(
+            settings.model_dir,
+            provider=settings.execution_provider,
+            max_batch=settings.inference_batch_size,
+            threads=settings.inference_threads,
+        )
         self.provider = runtime.provider
         log.info("model %s on %s", runtime.model_version, runtime.provider)
         consumer = self.bus.consumer(settings.consumer_group, [settings.posts_topic])

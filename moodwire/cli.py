@@ -148,6 +148,14 @@ def classify(
         Optional[int], typer.Option(min=1, help="Texts per ONNX batch (default: 64 on a CPU, 256 on a GPU).")
     ] = None,
     provider: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Processes scoring chunks side by side, one ONNX session each (output order kept). "
+            "On a GPU host the Python around the model is the bottleneck: use about half the cores.",
+        ),
+    ] = 1,
 ) -> None:
     """Score posts offline: one JSON object out per JSON line in, same order; needs no servers.
 
@@ -172,6 +180,7 @@ def classify(
             batch_size=batch_size,
             provider=provider,
             find_symbols=SymbolLinker(SymbolTable.load()).link,
+            workers=workers,
         )
     except FileNotFoundError as exc:
         typer.echo(f"moodwire classify: {exc}", err=True)

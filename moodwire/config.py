@@ -11,7 +11,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from moodwire.connector_settings import (
     BlueskySettings,
     MastodonSettings,
@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     clickhouse_user: str = "default"
     clickhouse_password: SecretStr = SecretStr("")
     clickhouse_database: str = "moodwire"
+    # A cluster of the server's remote_servers: the schema becomes local tables on every shard
+    # with Distributed tables over them under the usual names (README "Scale out").
+    clickhouse_cluster: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
     clickhouse_timeout_s: float = Field(default=30.0, gt=0)
     # The longest an analyst's query (`moodwire sql`, the report, the query endpoint) may run.
     analyst_query_timeout_s: float = Field(default=60.0, gt=0, le=3600)
@@ -98,6 +101,9 @@ class Settings(BaseSettings):
     batch_max_wait_ms: int = Field(default=250, ge=0, le=60_000)
     # Rows per ONNX Runtime call; unset: the runtime's default (64 on a CPU, 256 on a GPU).
     inference_batch_size: int | None = Field(default=None, ge=1, le=4096)
+    # Threads one scorer process gives the model (ONNX Runtime and the tokenizer); unset: every
+    # core it may use. N scorers on one CPU host: cores / N each (README "Scale out").
+    inference_threads: int | None = Field(default=None, ge=1, le=256)
     # While the store is down, a held batch tries again this often (so it is stored within about
     # this long of the store's return).
     store_retry_interval_s: float = Field(default=1.0, gt=0, le=60)
@@ -160,6 +166,13 @@ class Settings(BaseSettings):
     def _is_http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("clickhouse_cluster")
+    @classmethod
+    def _cluster_needs_a_server(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("store") != "clickhouse":
+            raise ValueError('needs store = "clickhouse" (chDB is one process, not a cluster)')
         return value
 
     @classmethod

@@ -10,6 +10,14 @@ Two kinds of caller, two paths:
 * analysts (`moodwire sql`, the report, the embedded query endpoint): `analyst_query`, on its
   own connection, read-only by the engine (moodwire.analyst_sql), with a time limit. A failing
   or slow analyst query never reaches the pipeline's connection.
+
+On a sharded cluster (`clickhouse_cluster`), the server store migrates every node
+(moodwire.store_cluster) and everything else is unchanged: readers and writers use the same
+table names, which are Distributed tables there. Inserts into them are synchronous
+(`insert_distributed_sync`): the rows are on their shards when the insert returns, so the
+offsets committed after it are durable, and the reads that follow writes (the scorer's
+already-stored check, the alert state) see them. Asynchronously, ~90% of a batch read back
+right after its insert was missing (bench/cluster_bench.py).
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from moodwire import analyst_sql, store_schema
+from moodwire import analyst_sql, store_cluster, store_schema
 from moodwire.config import Settings
 from moodwire.schema import ScoredPost
 from moodwire.store_errors import StoreError, StoreRejected, StoreUnavailable, classify, code_of, first_line
@@ -150,6 +158,7 @@ class ServerStore:
         self._lock = threading.Lock()
         self._analyst_lock = threading.Lock()
         self._analyst_timeout_s = settings.analyst_query_timeout_s
+        client_settings: dict[str, Any] = {"use_client_time_zone": False}
         self._connection = dict(
             host=settings.clickhouse_host,
             port=settings.clickhouse_port,
@@ -158,10 +167,14 @@ class ServerStore:
             connect_timeout=min(10.0, settings.clickhouse_timeout_s),
             send_receive_timeout=settings.clickhouse_timeout_s,
             sync_request_timeout=min(5.0, settings.clickhouse_timeout_s),
-            settings={"use_client_time_zone": False},
+            settings=client_settings,
         )
+        self.cluster = settings.clickhouse_cluster
+        self._settings = settings
+        pipeline = dict(self._connection, settings={**client_settings, **_cluster_settings(self.cluster)})
         # Unqualified names in analysts' queries (`FROM posts`) resolve to the moodwire database.
-        self._client = Client(database=self.database, **self._connection)
+        self._client = Client(database=self.database, **pipeline)
+        # Without the cluster's settings: a read-only session may not send a setting it cannot change.
         analyst = dict(self._connection, send_receive_timeout=settings.analyst_query_timeout_s + 10)
         self._analyst = Client(database=self.database, **analyst)
         self._flavour: store_schema.Flavour | None = None
@@ -195,6 +208,17 @@ class ServerStore:
         from clickhouse_driver import Client
         from clickhouse_driver.errors import ServerException
 
+        if self.cluster is not None:
+            self._migrate_cluster(self.cluster)
+        else:
+            self._create_database()
+            _apply_migrations(self, store_schema.migrations(self.database, self.flavour))
+        self._check_layout()
+
+    def _create_database(self) -> None:
+        from clickhouse_driver import Client
+        from clickhouse_driver.errors import ServerException
+
         bootstrap = Client(database="default", **self._connection)  # the database may not exist yet
         try:
             bootstrap.execute(f"CREATE DATABASE IF NOT EXISTS {self.database}")
@@ -204,7 +228,54 @@ class ServerStore:
             raise StoreUnavailable(f"ClickHouse server unreachable: {type(exc).__name__}: {exc}") from None
         finally:
             bootstrap.disconnect()
-        _apply_migrations(self, self.flavour)
+
+    def cluster_nodes(self, cluster: str) -> list[tuple[str, int]]:
+        """(host, native port) of every node of `cluster`, from the server's own remote_servers."""
+        rows = self.query(
+            "SELECT DISTINCT host_address, port FROM system.clusters WHERE cluster = %(cluster)s "
+            "ORDER BY host_address, port",
+            {"cluster": cluster},
+        ).rows
+        if not rows:
+            raise StoreRejected(
+                f"cluster {cluster!r} is not in the remote_servers of the ClickHouse server at "
+                f"{self._connection['host']}:{self._connection['port']} (clickhouse_cluster)"
+            )
+        return [(str(host), int(port)) for host, port in rows]
+
+    def _migrate_cluster(self, cluster: str) -> None:
+        """Apply every migration, rendered for the cluster, on every node of it (18.x has no
+        `ON CLUSTER` without ZooKeeper; one node at a time works on every version)."""
+        self._create_database()  # this connection's database must exist to ask anything
+        for host, port in self.cluster_nodes(cluster):
+            node = ServerStore(
+                self._settings.model_copy(update={"clickhouse_host": host, "clickhouse_port": port, "clickhouse_cluster": None})
+            )
+            try:
+                node._create_database()
+                plain = store_schema.migrations(self.database, node.flavour)
+                _apply_migrations(node, store_cluster.cluster_migrations(plain, self.database, cluster))
+            finally:
+                node.close()
+            log.info("schema of %s is up to date on cluster %s node %s:%d", self.database, cluster, host, port)
+
+    def _check_layout(self) -> None:
+        """A database laid out for one server must not be used as a cluster's, nor the reverse:
+        either would split or hide the rows."""
+        rows = self.query(
+            "SELECT engine FROM system.tables WHERE database = %(database)s AND name = 'posts'",
+            {"database": self.database},
+        ).rows
+        distributed = bool(rows) and rows[0][0] == "Distributed"
+        if self.cluster is not None and not distributed:
+            raise StoreRejected(
+                f"clickhouse_cluster is {self.cluster!r}, but {self.database}.posts on this server is not a Distributed "
+                "table: the database was created for a single server (move its data to a new database on the cluster)"
+            )
+        if self.cluster is None and distributed:
+            raise StoreRejected(
+                f"{self.database}.posts is a Distributed table: this database is sharded; set clickhouse_cluster"
+            )
 
     def run_ddl(self, sql: str) -> None:
         self._execute(sql)
@@ -353,7 +424,7 @@ class ChdbStore:
         )
 
     def migrate(self) -> None:
-        _apply_migrations(self, "modern")
+        _apply_migrations(self, store_schema.migrations(self.database, "modern"))
 
     def run_ddl(self, sql: str) -> None:
         self._pipeline.run(sql, "CSV")
@@ -435,10 +506,15 @@ def _parser_for(kind: str) -> Callable[[Any], Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def _apply_migrations(store: ServerStore | ChdbStore, flavour: store_schema.Flavour) -> None:
+def _cluster_settings(cluster: str | None) -> dict[str, Any]:
+    """Settings every query of a cluster's store runs with: inserts return once on their shards."""
+    return {"insert_distributed_sync": 1} if cluster else {}
+
+
+def _apply_migrations(store: ServerStore | ChdbStore, migrations: Sequence[store_schema.Migration]) -> None:
     store.run_ddl(store_schema.migrations_table(store.database))
     applied = {row[0] for row in store.query(f"SELECT version FROM {store.database}.schema_migrations").rows}
-    for migration in store_schema.migrations(store.database, flavour):
+    for migration in migrations:
         if migration.version in applied:
             continue
         for statement in migration.statements:

@@ -103,30 +103,56 @@ def clickhouse_server_binary() -> str:
     return path
 
 
+SYSTEM_CONFIG = Path("/etc/clickhouse-server/config.xml")
+SYSTEM_USERS = Path("/etc/clickhouse-server/users.xml")
+
+
+def remote_servers_xml(clusters: dict[str, list[int]]) -> str:
+    """A config.d document defining each cluster as one shard per port on 127.0.0.1 (one replica each)."""
+    parts = ["<yandex><remote_servers>"]
+    for name, ports in clusters.items():
+        shards = "".join(
+            f"<shard><replica><host>127.0.0.1</host><port>{port}</port></replica></shard>" for port in ports
+        )
+        parts.append(f"<{name}>{shards}</{name}>")
+    parts.append("</remote_servers></yandex>")
+    return "".join(parts)
+
+
 def start_clickhouse(
     data_dir: Path | None = None,
     tcp_port: int | None = None,
     users_xml: str | None = None,
     http_port: int | None = None,
+    remote_servers: dict[str, list[int]] | None = None,
 ) -> Service:
     """A ClickHouse server on loopback. `users_xml` (a <yandex><users>... document) goes into a
-    users.d next to a private copy of the system users.xml, for users 18.16 can't CREATE."""
+    users.d next to a private copy of the system users.xml, for users 18.16 can't CREATE.
+    `remote_servers` (cluster name -> the native ports of its shards on loopback) goes into a
+    config.d next to a private copy of the system config.xml."""
     tcp_port = tcp_port or free_port()
     http_port = http_port or free_port()
     interserver_port = free_port()
     workdir = data_dir or Path(tempfile.mkdtemp(prefix="moodwire-clickhouse-"))
     for sub in ("tmp", "uf", "fs"):
         (workdir / sub).mkdir(parents=True, exist_ok=True)
+    config_file = SYSTEM_CONFIG
     users_config: list[str] = []
+    if remote_servers is not None:
+        (workdir / "config.d").mkdir(exist_ok=True)
+        config_file = workdir / "config.xml"
+        shutil.copyfile(SYSTEM_CONFIG, config_file)
+        (workdir / "config.d" / "remote_servers.xml").write_text(remote_servers_xml(remote_servers))
+        users_config = [f"--users_config={SYSTEM_USERS}"]  # users.xml is found next to config.xml otherwise
     if users_xml is not None:
         (workdir / "users.d").mkdir(exist_ok=True)
-        shutil.copyfile("/etc/clickhouse-server/users.xml", workdir / "users.xml")
+        shutil.copyfile(SYSTEM_USERS, workdir / "users.xml")
         (workdir / "users.d" / "moodwire.xml").write_text(users_xml)
         users_config = [f"--users_config={workdir}/users.xml"]
     process = subprocess.Popen(
         [
             clickhouse_server_binary(),
-            "--config-file=/etc/clickhouse-server/config.xml",
+            f"--config-file={config_file}",
             "--",
             f"--path={workdir}/",
             f"--tmp_path={workdir}/tmp/",
@@ -145,6 +171,20 @@ def start_clickhouse(
     )
     wait_for_port(tcp_port)
     return Service("clickhouse", process, tcp_port, workdir, stop_signal=signal.SIGTERM)
+
+
+def start_clickhouse_cluster(name: str, shards: int = 2) -> list[Service]:
+    """`shards` ClickHouse servers on loopback, each knowing all of them as cluster `name`."""
+    ports = [free_port() for _ in range(shards)]
+    started: list[Service] = []
+    try:
+        for port in ports:
+            started.append(start_clickhouse(tcp_port=port, remote_servers={name: ports}))
+    except BaseException:
+        for service in started:
+            service.stop()
+        raise
+    return started
 
 
 def alertmanager_binary() -> str:

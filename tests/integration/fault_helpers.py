@@ -53,9 +53,18 @@ class Stream:
     """
 
     def __init__(
-        self, settings: Settings, rate: float, *, batch: int = 10, limit: int | None = None, prefix: str = "p"
+        self,
+        settings: Settings,
+        rate: float,
+        *,
+        batch: int = 10,
+        limit: int | None = None,
+        prefix: str = "p",
+        key: Callable[[dict[str, Any]], bytes] | None = None,
     ) -> None:
         self._settings = settings
+        # The message key (it picks the partition): the post's symbol unless told otherwise.
+        self._key = key or (lambda post: post["symbols"][0].encode())
         self._rate = rate
         self._batch = batch
         self._limit = limit
@@ -91,8 +100,7 @@ class Stream:
             while True:
                 try:
                     for post in posts:
-                        key = post["symbols"][0].encode()
-                        producer.send(self._settings.posts_topic, json.dumps(post).encode(), key=key)
+                        producer.send(self._settings.posts_topic, json.dumps(post).encode(), key=self._key(post))
                     producer.flush(timeout_s=30)
                     break
                 except Exception:  # the broker is away: resend the batch, as a restarted source would

@@ -86,15 +86,47 @@ def test_e2e_bench_broker_to_clickhouse(tmp_path: Path) -> None:
     from bench import e2e_bench
 
     out = tmp_path / "e2e.json"
-    config = e2e_bench.E2EConfig(phase_seconds=2.0, drain_timeout_s=30.0, batch_max_wait_ms=50)
-    e2e_bench.run(config, size=24, out=out, echo=lambda _line: None)
+    config = e2e_bench.E2EConfig(phase_seconds=2.0, drain_timeout_s=30.0, batch_max_wait_ms=50, max_rate_min_posts=0)
+    e2e_bench.run(config, size=24, out=out, echo=lambda _line: None, scorers=(1, 2))
     saved = json.loads(out.read_text())
     assert saved["max_rate"]["sustained_posts_per_s"] > 0
-    for phase in saved["latency"].values():
-        assert phase["not_queryable_after_drain"] == 0
-        assert phase["queryable"] == phase["published"]
-        assert phase["latency_p99_s"] >= phase["latency_p50_s"] > 0
+    for run in saved["runs"].values():
+        for phase in run["latency"].values():
+            assert phase["not_queryable_after_drain"] == 0
+            assert phase["queryable"] == phase["published"]
+            assert phase["latency_p99_s"] >= phase["latency_p50_s"] > 0
     assert saved["scorer_process"]["peak_rss_mb"] > 0
+    # The curve: one point per group size, two processes in the second.
+    assert [point["scorers"] for point in saved["curve"]] == [1, 2]
+    assert all(point["sustained_posts_per_s"] > 0 for point in saved["curve"])
+    assert [point["inference_threads"] for point in saved["curve"]][0] is None
+    assert len(saved["runs"]["2"]["scorer_process"]["processes"]) == 2
+    assert saved["runs"]["2"]["max_rate"]["cpu"]["scorers_cores"] > 0
+
+
+def test_scorers_option_takes_a_number_or_a_list() -> None:
+    from bench import e2e_bench
+
+    assert e2e_bench.parse_scorers("2") == (2,)
+    assert e2e_bench.parse_scorers("1, 2,4") == (1, 2, 4)
+    for bad in ("", "0", "a", "1,-2"):
+        with pytest.raises(ValueError):
+            e2e_bench.parse_scorers(bad)
+
+
+@pytest.mark.integration
+def test_cluster_bench_compares_synchronous_and_asynchronous_inserts(tmp_path: Path) -> None:
+    from bench import cluster_bench
+
+    out = tmp_path / "cluster.json"
+    cluster_bench.run(batches=3, batch=64, out=out, echo=lambda _line: None)
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"single", "cluster_async", "cluster_sync"}
+    for result in results.values():
+        assert result["rows"] == 3 * 64 and result["insert_p99_ms"] >= result["insert_p50_ms"] > 0
+    # What moodwire relies on: a synchronous insert is readable when it returns.
+    assert results["cluster_sync"]["unreadable_right_after_insert"] == 0
+    assert results["single"]["unreadable_right_after_insert"] == 0
 
 
 def test_bench_command_registers_with_its_options() -> None:
@@ -113,10 +145,11 @@ def test_bench_command_registers_with_its_options() -> None:
     runner = CliRunner()
     shown = runner.invoke(app, ["bench", "--help"], terminal_width=200)
     assert shown.exit_code == 0
-    for option in ("--quick", "--variants", "--out", "--suite"):
+    for option in ("--quick", "--variants", "--out", "--suite", "--scorers"):
         assert option in shown.output
     assert runner.invoke(app, ["bench", "--suite", "nope"]).exit_code == 2
     assert runner.invoke(app, ["bench", "--variants", "nope"]).exit_code == 2
+    assert runner.invoke(app, ["bench", "--suite", "e2e", "--scorers", "0"]).exit_code == 2
 
 
 def test_runtime_compare_runs_two_model_dirs_in_turn(tmp_path: Path) -> None:
@@ -132,3 +165,47 @@ def test_runtime_compare_runs_two_model_dirs_in_turn(tmp_path: Path) -> None:
     assert saved["new"]["stance_head"] is True and saved["posts"] == 32
     assert {name: len(v) for name, v in saved["posts_per_s"].items()} == {"old": 2, "new": 2, "new_with_symbols": 2}
     assert saved["new_over_old"] > 0
+
+
+def test_gpu_classify_script_measures_classify_workers_from_outside(tmp_path: Path) -> None:
+    """The script the lead runs on the GPU host, here on the CPU with few posts."""
+    from bench import gpu_classify
+
+    out = tmp_path / "gpu_classify.json"
+    gpu_classify.run([1, 2], 300, [120], None, "cpu", out, budget_s=600, echo=lambda _line: None)
+    saved = json.loads(out.read_text())
+    assert saved["complete"] and saved["preflight"]["one_post_rc"] == 0
+    assert [(r["workers"], r["posts"]) for r in saved["runs"]] == [(1, 300), (2, 300), (2, 120)]
+    for result in saved["runs"]:
+        assert result["ok"] and result["lines_out"] == result["posts"] and result["ids_out_of_order"] == 0
+        assert result["posts_per_s"] > 0 and result["startup_wall_s"] > 0
+    assert set(saved["startup_wall_s"]) == {"1", "2"}
+    assert saved["summary"]["best"]["posts_per_s"] > 0
+
+
+def test_gpu_classify_stops_when_cuda_is_asked_for_and_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the GPU host, a classify that can't get the GPU must not be measured on the CPU."""
+    from bench import gpu_classify
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU for the children, here or on a GPU host
+    out = tmp_path / "gpu_classify.json"
+    gpu_classify.run([1], 50, [], None, "cuda", out, budget_s=60, echo=lambda _line: None)
+    saved = json.loads(out.read_text())
+    assert saved["preflight"]["one_post_rc"] != 0 and "CUDA" in saved["preflight"]["one_post_error"]
+    assert saved["runs"] == [] and not saved["complete"]
+
+
+def test_gpu_classify_checks_every_line_and_the_order(tmp_path: Path) -> None:
+    from bench.gpu_classify import check_output
+
+    def written(ids: list[str], error_at: int | None = None) -> Path:
+        path = tmp_path / "out.jsonl"
+        path.write_text("".join(
+            json.dumps({"id": i, **({"error": "x"} if n == error_at else {"polarity": "neutral"})}) + "\n" for n, i in enumerate(ids)
+        ))
+        return path
+
+    assert check_output(written(["gpu:0", "gpu:1", "gpu:2"]), 3)["ok"]
+    assert check_output(written(["gpu:1", "gpu:0", "gpu:2"]), 3)["ids_out_of_order"] == 2
+    assert not check_output(written(["gpu:0", "gpu:1"]), 3)["ok"]
+    assert check_output(written(["gpu:0", "gpu:1", "gpu:2"], error_at=1), 3)["errors"] == 1

@@ -48,7 +48,7 @@ class Alert:
     statistic: float
     p_value: float
     window_minutes: int
-    window_total: int
+    window_posts: int
     window_negative: int
     window_share: float
     baseline_share: float
@@ -74,6 +74,8 @@ class Alert:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Alert:
         values = dict(data)
+        if "window_total" in values:  # state saved before the field took the stored column's name
+            values["window_posts"] = values.pop("window_total")
         values["fired_at"] = parse_iso(values["fired_at"])
         values["examples"] = tuple(
             ExamplePost(
@@ -100,11 +102,23 @@ def _fields_of(post: ExamplePost) -> dict[str, Any]:
 
 
 def iso(moment: datetime) -> str:
+    """Exact UTC time for state that is read back (microseconds kept)."""
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def rfc3339(moment: datetime) -> str:
+    """UTC time to the second for what people and other systems read (webhooks, Alertmanager)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_iso(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def alert_row_id(episode_id: str, status: str) -> str:
+    """`alert_id` of an episode's row in `alerts` for one status (firing, resolved), and of the
+    deliveries of that notification in `alert_deliveries`: the two tables join on it."""
+    return f"{episode_id}:{status}"
 
 
 def episode_proposal(symbol: str, kind: str, window_start: datetime) -> str:

@@ -34,7 +34,7 @@ import httpx
 
 from moodwire.config import Settings
 
-from alerting.alert import Alert
+from alerting.alert import Alert, rfc3339
 from alerting.symbol_groups import describe
 from alerting.lifecycle import DeliveryOutcome, Notification
 from alerting.webhook import RETRY_STATUSES, redact
@@ -107,17 +107,17 @@ def _postable(alert: Alert, notification: Notification, settings: AlertmanagerSe
     annotations = {
         "summary": (
             f"{alert.symbol} {alert.kind} ({alert.severity}): {alert.window_negative} of "
-            f"{alert.window_total} posts negative in {alert.window_minutes} min"
+            f"{alert.window_posts} posts negative in {alert.window_minutes} min"
         ),
         "description": (
             f"{alert.window_share:.0%} of posts about {alert.symbol} were negative in the "
-            f"{alert.window_minutes} minutes to {_rfc3339(alert.fired_at)}, against "
+            f"{alert.window_minutes} minutes to {rfc3339(alert.fired_at)}, against "
             f"{alert.baseline_share:.0%} usually at this time of day (-log10 p = {alert.statistic:.1f})."
         ),
         "episode_id": alert.episode_id,
-        "window_start": _rfc3339(alert.window_start),
-        "window_end": _rfc3339(alert.fired_at),
-        "window_posts": str(alert.window_total),
+        "window_start": rfc3339(alert.window_start),
+        "window_end": rfc3339(alert.fired_at),
+        "window_posts": str(alert.window_posts),
         "window_negative": str(alert.window_negative),
         "negative_share": f"{alert.window_share:.4f}",
         "baseline_share": f"{alert.baseline_share:.4f}",
@@ -143,8 +143,8 @@ def _postable(alert: Alert, notification: Notification, settings: AlertmanagerSe
             "severity": alert.severity,
         },
         "annotations": {k: v for k, v in annotations.items() if v},
-        "startsAt": _rfc3339(starts),
-        "endsAt": _rfc3339(ends),
+        "startsAt": rfc3339(starts),
+        "endsAt": rfc3339(ends),
     }
     if link:
         body["generatorURL"] = link
@@ -225,5 +225,3 @@ def deliver(
     return outcome
 
 
-def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

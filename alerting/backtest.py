@@ -350,7 +350,7 @@ def alert_record(alert: Alert, notification: Notification | None = None) -> dict
         "evidence": {
             "window_start": _rfc3339(alert.window_start),
             "window_minutes": alert.window_minutes,
-            "window_total": alert.window_total,
+            "window_posts": alert.window_posts,
             "window_negative": alert.window_negative,
             "window_share": round(alert.window_share, 4),
             "baseline_share": round(alert.baseline_share, 4),

@@ -342,7 +342,7 @@ class _Fired:
             statistic=-math.log10(p),
             p_value=p,
             window_minutes=self.window,
-            window_total=self.total,
+            window_posts=self.total,
             window_negative=self.negative,
             window_share=share,
             baseline_share=self.baseline_share,

@@ -83,7 +83,7 @@ def render_text(notification: Notification) -> str:
                 f"({alert.window_minutes} min)"
             ),
             (
-                f"  negative   {alert.window_negative} of {alert.window_total} posts "
+                f"  negative   {alert.window_negative} of {alert.window_posts} posts "
                 f"({alert.window_share:.1%})"
             ),
             f"  baseline   {alert.baseline_share:.1%} negative"
@@ -136,7 +136,7 @@ def _html_alert(alert: Alert) -> str:
         f"<tr><td><b>{esc(alert.symbol)}</b></td><td>{esc(alert.kind)}</td>"
         f"<td>{esc(alert.severity)}</td>"
         f"<td>{esc(_when(alert.window_start))} +{alert.window_minutes} min</td>"
-        f"<td>{alert.window_negative} / {alert.window_total}</td>"
+        f"<td>{alert.window_negative} / {alert.window_posts}</td>"
         f"<td>{alert.window_share:.1%}</td><td>{alert.baseline_share:.1%}</td>"
         f"<td>{alert.statistic:.2f}</td></tr>"
     )

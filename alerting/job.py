@@ -32,7 +32,7 @@ from moodwire.config import Settings
 from moodwire.store import Store, StoreError, StoreUnavailable
 from moodwire.store_schema import ALERT_COLUMNS, DELIVERY_COLUMNS, DETECTOR_MINUTE_COLUMNS
 
-from alerting.alert import Alert, ExamplePost
+from alerting.alert import Alert, ExamplePost, alert_row_id
 from alerting.detector_settings import DetectorSettings
 from alerting.engine import BinCounts, DetectionEngine, EngineSettings, MinuteRecord, Watermark
 from alerting.lease import AlertLease
@@ -315,7 +315,7 @@ class AlertJob:
                 log.warning(
                     "%s %s alert on %s at %s: %d of %d posts negative (baseline share %.2f, statistic %.1f)",
                     alert.severity, alert.kind, alert.symbol, alert.fired_at.isoformat(),
-                    alert.window_negative, alert.window_total, alert.baseline_share, alert.statistic,
+                    alert.window_negative, alert.window_posts, alert.baseline_share, alert.statistic,
                 )
                 evidence = {
                     "notification_id": note.notification_id,
@@ -332,9 +332,9 @@ class AlertJob:
                     evidence["group"] = {"group_id": note.group.group_id, "symbols": list(note.group.symbols)}
                 rows.append(
                     (
-                        f"{alert.episode_id}:{note.status}", alert.episode_id, alert.symbol, alert.kind,
+                        alert_row_id(alert.episode_id, note.status), alert.episode_id, alert.symbol, alert.kind,
                         alert.severity, note.status, alert.fired_at.replace(microsecond=0), alert.statistic,
-                        alert.p_value, alert.window_minutes, alert.window_total, alert.window_negative,
+                        alert.p_value, alert.window_minutes, alert.window_posts, alert.window_negative,
                         alert.window_share, alert.baseline_share, json.dumps(evidence, ensure_ascii=False), created,
                     )
                 )
@@ -376,7 +376,7 @@ class AlertJob:
                     self._state_store.save(self._state)
                 (metrics.ALERTS_SENT if outcome.delivered else metrics.ALERTS_FAILED).labels(notifier.channel).inc()
                 rows = [
-                    (a.episode_id, notifier.channel, "sent" if outcome.delivered else "failed", outcome.attempts,
+                    (alert_row_id(a.episode_id, note.status), notifier.channel, "sent" if outcome.delivered else "failed", outcome.attempts,
                      (outcome.error or "")[:500], datetime.now(UTC).replace(microsecond=0))
                     for a in note.alerts
                 ]

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from alerting.alert import Alert
+from alerting.alert import Alert, rfc3339
 from alerting.lifecycle import DeliveryOutcome, MarketGroup, Notification
 from alerting.symbol_groups import describe, indices_of
 
@@ -83,7 +83,7 @@ def payload(notification: Notification) -> dict[str, Any]:
         "schema_version": SCHEMA_VERSION,
         "notification_id": notification.notification_id,
         "status": notification.status,
-        "created_at": _rfc3339(notification.created_at),
+        "created_at": rfc3339(notification.created_at),
         "group": group_payload(notification.group) if notification.group else None,
         "alerts": [_alert(a) for a in notification.alerts],
     }
@@ -94,7 +94,7 @@ def group_payload(group: MarketGroup) -> dict[str, Any]:
     return {
         "kind": "market-wide",
         "group_id": group.group_id,
-        "opened_at": _rfc3339(group.opened_at),
+        "opened_at": rfc3339(group.opened_at),
         "symbols": list(group.symbols),
         "indices": [{"name": share.name, "symbols": share.members} for share in indices_of(group.symbols)],
     }
@@ -106,14 +106,14 @@ def _alert(alert: Alert) -> dict[str, Any]:
         "symbol": alert.symbol,
         "kind": alert.kind,
         "severity": alert.severity,
-        "fired_at": _rfc3339(alert.fired_at),
+        "fired_at": rfc3339(alert.fired_at),
         "statistic": _number(alert.statistic),
         "p_value": _number(alert.p_value),
         "window": {
-            "start": _rfc3339(alert.window_start),
-            "end": _rfc3339(alert.fired_at),
+            "start": rfc3339(alert.window_start),
+            "end": rfc3339(alert.fired_at),
             "minutes": alert.window_minutes,
-            "total": alert.window_total,
+            "total": alert.window_posts,
             "negative": alert.window_negative,
             "negative_share": _number(alert.window_share),
         },
@@ -127,7 +127,7 @@ def _alert(alert: Alert) -> dict[str, Any]:
                 "id": e.id,
                 "text": e.text,
                 "polarity_score": _number(e.polarity_score),
-                "published_at": _rfc3339(e.published_at),
+                "published_at": rfc3339(e.published_at),
             }
             for e in alert.examples
         ],
@@ -162,7 +162,7 @@ def slack_payload(notification: Notification) -> dict[str, Any]:
         lines = [
             f"*{_slack_escape(alert.symbol)}* {alert.kind} ({alert.severity})",
             (
-                f"{alert.window_negative}/{alert.window_total} negative in "
+                f"{alert.window_negative}/{alert.window_posts} negative in "
                 f"{alert.window_minutes} min ({alert.window_share:.0%} vs "
                 f"{alert.baseline_share:.0%} usual), -log10 p = {alert.statistic:.1f}"
             ),
@@ -403,8 +403,6 @@ def _number(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _slack_escape(text: str) -> str:

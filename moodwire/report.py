@@ -143,8 +143,9 @@ SELECT toUInt32(fired_at) AS at, symbol, kind, severity, window_posts, window_ne
 FROM (
     SELECT * FROM alerts
     WHERE fired_at >= toDateTime(%(start)s) AND fired_at < toDateTime(%(end)s)
-    ORDER BY alert_id, created_at DESC
-    LIMIT 1 BY alert_id
+    -- an episode has a row per status (firing, resolved): show it once
+    ORDER BY episode_id, created_at DESC
+    LIMIT 1 BY episode_id
 )
 ORDER BY at, symbol
 LIMIT 500"""

@@ -173,6 +173,12 @@ def test_spike_fires_once_notifies_both_channels_and_restart_sends_nothing_twice
         f"SELECT channel, outcome FROM {store.database}.alert_deliveries ORDER BY channel"
     ).rows
     assert deliveries == [("email", "sent"), ("webhook", "sent")]
+    # Each delivery names the alerts row of the notification it carried: the two tables join.
+    joined = store.query(
+        f"SELECT a.symbol, a.status, d.channel FROM {store.database}.alert_deliveries AS d "
+        f"ANY INNER JOIN {store.database}.alerts AS a USING alert_id ORDER BY d.channel"
+    ).rows
+    assert joined == [("BA", "firing", "email"), ("BA", "firing", "webhook")]
 
     # A restarted service (fresh process state) re-reads its state from ClickHouse: nothing new.
     restarted = AlertJob.from_settings(settings, store)

@@ -48,7 +48,7 @@ def spike(symbol: str, severity: str, fired_at: datetime) -> Alert:
         statistic=9.2,
         p_value=6.3e-10,
         window_minutes=5,
-        window_total=48,
+        window_posts=48,
         window_negative=31,
         window_share=31 / 48,
         baseline_share=0.19,

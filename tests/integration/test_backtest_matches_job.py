@@ -109,7 +109,7 @@ def stream() -> list[ScoredPost]:
 
 def alert_key(alert: Alert) -> tuple[object, ...]:
     return (
-        alert.symbol, alert.kind, alert.fired_at, alert.severity, alert.window_minutes, alert.window_total,
+        alert.symbol, alert.kind, alert.fired_at, alert.severity, alert.window_minutes, alert.window_posts,
         # sums of Float32 probabilities in another order: the same to far below any threshold
         alert.window_negative, round(alert.statistic, 3), round(alert.baseline_share, 9),
     )

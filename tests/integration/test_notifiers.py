@@ -46,7 +46,7 @@ def notification() -> Notification:
             statistic=11.4,
             p_value=3.9e-12,
             window_minutes=4,
-            window_total=61,
+            window_posts=61,
             window_negative=38,
             window_share=38 / 61,
             baseline_share=0.21,

@@ -82,7 +82,7 @@ def sell_off(tickers: int) -> Notification:
             statistic=5.0 + i / 10,
             p_value=1e-5,
             window_minutes=5,
-            window_total=80,
+            window_posts=80,
             window_negative=60,
             window_share=0.75,
             baseline_share=0.2,

@@ -24,7 +24,7 @@ def alert(symbol: str = "BA", kind: str = "negative-spike", severity: str = "cri
         statistic=7.25,
         p_value=5.6e-8,
         window_minutes=10,
-        window_total=40,
+        window_posts=40,
         window_negative=29,
         window_share=29 / 40,
         baseline_share=0.2,

@@ -117,7 +117,7 @@ def test_a_spike_comes_out_as_one_alert_line_with_its_evidence(tmp_path: Path) -
     assert record["symbol"] == "ACME" and "negative" in record["kind"]
     assert record["severity"] in ("warning", "critical") and record["statistic"] > 5
     evidence = record["evidence"]
-    assert evidence["window_negative"] <= evidence["window_total"]
+    assert evidence["window_negative"] <= evidence["window_posts"]
     assert evidence["baseline_share"] < evidence["window_share"]
     scores = [e["polarity_score"] for e in evidence["examples"]]
     assert len(scores) == 2 and scores == sorted(scores) and scores[0] == -0.9

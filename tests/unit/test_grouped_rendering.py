@@ -18,7 +18,7 @@ SELLOFF = ("AAPL", "JPM", "MSFT", "NVDA", "XOM")
 def alert(symbol: str) -> Alert:
     return Alert(
         symbol=symbol, kind=NEGATIVE_SPIKE, fired_at=T0, severity="warning", statistic=6.0, p_value=1e-6,
-        window_minutes=4, window_total=30, window_negative=20, window_share=2 / 3, baseline_share=0.25,
+        window_minutes=4, window_posts=30, window_negative=20, window_share=2 / 3, baseline_share=0.25,
         expected_total=10.0, episode_id=f"{symbol}:negative-spike:20261102T1428Z",
     )
 

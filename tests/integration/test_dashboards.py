@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from alerting.alert import NEGATIVE_SPIKE
+from alerting.alert import NEGATIVE_SPIKE, alert_row_id
 from alerting.detector_settings import DetectorSettings
 from alerting.job import AlertJob
 from alerting.lifecycle import LifecycleSettings
@@ -63,6 +63,10 @@ EXPECTED_COLUMNS: dict[str, list[str]] = {
     "Emotion mix": ["time", "emotion", "volume"],
     "Most negative recent posts": ["time", "tickers", "source", "score", "emotion", "text", "url"],
     "Negative-share leaderboard": ["symbol", "volume", "negative_share", "baseline_volume", "baseline_share", "change"],
+    "Alerts": ["time", "symbol", "kind", "severity", "state", "resolved_at", "negative", "stories", "share", "baseline",
+               "p", "from_ms", "to_ms"],
+    "Negative share: news against social": ["time", "source_kind", "negative_share"],
+    "Emotion mix per symbol": ["symbol", *EMOTION_LABELS],
     "Posts stored (ClickHouse, deduplicated)": ["time", "stored"],
     "Recent alert deliveries": ["time", "alert_id", "channel", "outcome", "attempts", "error"],
 }
@@ -155,18 +159,18 @@ def scored_stream(now: datetime | None = None, seed: int = 6) -> Stream:
 
     fired = now - timedelta(minutes=30)
     evidence = json.dumps({"examples": [posts[-4].post.id]})
-    alert = ("alert-ba-1", "episode-ba-1", SPIKE_SYMBOL, NEGATIVE_SPIKE, "critical")
+    episode = ("episode-ba-1", SPIKE_SYMBOL, NEGATIVE_SPIKE, "critical")
     stats = (fired, 41.5, 1e-9, 10, 24, 20, 20 / 24, 0.2, evidence)
-    alerts = [
-        (*alert, "firing", *stats, fired),
-        (*alert, "resolved", *stats, fired + timedelta(minutes=20)),
+    alerts = [  # as the alert job writes them: a row per status, alert_id = episode:status
+        (alert_row_id("episode-ba-1", "firing"), *episode, "firing", *stats, fired),
+        (alert_row_id("episode-ba-1", "resolved"), *episode, "resolved", *stats, fired + timedelta(minutes=20)),
         # Older than the dashboards' range: must not show.
         ("alert-aapl-0", "episode-aapl-0", "AAPL", NEGATIVE_SPIKE, "warning", "firing",
          now - timedelta(hours=20), 9.0, 1e-5, 10, 15, 9, 0.6, 0.2, "{}", now - timedelta(hours=20)),
     ]
     deliveries = [
-        ("alert-ba-1", "webhook", "sent", 1, "", fired + timedelta(seconds=2)),
-        ("alert-ba-1", "email", "failed", 3, "connection refused", fired + timedelta(seconds=40)),
+        (alert_row_id("episode-ba-1", "firing"), "webhook", "sent", 1, "", fired + timedelta(seconds=2)),
+        (alert_row_id("episode-ba-1", "firing"), "email", "failed", 3, "connection refused", fired + timedelta(seconds=40)),
     ]
     return Stream(now, posts, replayed, alerts, deliveries)
 
@@ -367,6 +371,18 @@ def _check(results: dict[str, QueryResult], stream: Stream) -> None:
     annotations = results["annotation Alerts"].dicts()
     assert len(annotations) == 1 and annotations[0]["text"].startswith(f"BA {NEGATIVE_SPIKE} (critical)")
     assert results["Alerts fired"].rows == [(1,)]
+    # The alerts table: the one alert in range, once, resolved, linking to its window.
+    (row,) = results["Alerts"].dicts()
+    assert (row["symbol"], row["state"], row["negative"], row["stories"]) == (SPIKE_SYMBOL, "resolved", 20, 24)
+    assert row["resolved_at"].startswith((stream.now - timedelta(minutes=10)).strftime("%Y-%m-%d %H:%M"))
+    fired_ms = int((stream.now - timedelta(minutes=30)).timestamp()) * 1000
+    assert (row["from_ms"], row["to_ms"]) == (fired_ms - (10 * 60 + 3600) * 1000, fired_ms + 3600 * 1000)
+    kinds = results["Negative share: news against social"].dicts()
+    assert {r["source_kind"] for r in kinds} == {"news", "social"}, "the stream has headlines and posts"
+    # Emotion per symbol counts every story of the symbol once: the Volume panel's total.
+    for r in results["Emotion mix per symbol"].dicts():
+        by_emotion = sum(int(r[e]) for e in EMOTION_LABELS)
+        assert by_emotion == sum(int(v["volume"]) for v in volume if v["symbol"] == r["symbol"]), r
     outcomes = {r["channel"]: r["outcome"] for r in results["Recent alert deliveries"].dicts()}
     assert outcomes == {"webhook": "sent", "email": "failed"}
 

@@ -98,15 +98,23 @@ def in_build_context(path: str) -> bool:
     return included
 
 
+def _tracked(directory: str) -> list[str]:
+    listed = subprocess.run(["git", "ls-files", "--", directory], cwd=ROOT, capture_output=True, text=True, check=True)
+    files = listed.stdout.split()
+    assert files, f"git tracks nothing under {directory}"
+    return files
+
+
 def test_the_build_context_holds_what_the_images_copy_and_no_secrets() -> None:
     for name in DOCKERFILES:
         for copy in read_dockerfile(ROOT / name).copies:
             for source in copy[:-1]:
                 path = ROOT / source
                 assert path.exists(), f"{name} copies {source}, which does not exist"
-                files = [p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts] if path.is_dir() else [path]
-                for file in files:
-                    relative = str(file.relative_to(ROOT))
+                # What the repository holds there: local results and caches (git-ignored) are no
+                # part of an image built from a checkout.
+                files = _tracked(source) if path.is_dir() else [source]
+                for relative in files:
                     assert in_build_context(relative), f"{name} copies {relative}, left out by .dockerignore"
     for secret_or_state in (".env", ".git/config", ".venv/bin/python", "moodwire-data/chdb/x", "tests/conftest.py",
                             "moodwire/__pycache__/config.cpython-311.pyc", "data/handlabelled/batch_a.jsonl"):

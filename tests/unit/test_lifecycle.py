@@ -36,7 +36,7 @@ def alert(symbol: str, i: int, kind: str = NEGATIVE_SPIKE, severity: str = "warn
         statistic=7.5,
         p_value=10**-7.5,
         window_minutes=5,
-        window_total=40,
+        window_posts=40,
         window_negative=24,
         window_share=0.6,
         baseline_share=0.2,

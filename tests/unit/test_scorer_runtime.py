@@ -49,10 +49,14 @@ def test_order_restored_and_batching_invariant(scorer: OnnxScorer) -> None:
     pol, emo = scorer.predict_proba(TEXTS)
     assert pol.shape == (len(TEXTS), 3) and emo.shape == (len(TEXTS), 7)
     one_by_one = [scorer.predict_proba([t]) for t in TEXTS]
-    # Batching a text with others must not change its scores beyond int8 noise: dynamic int8
-    # picks activation scales per batch, so neighbours move probabilities by a little (~0.02).
-    np.testing.assert_allclose(pol, np.vstack([p for p, _ in one_by_one]), atol=0.05)
-    np.testing.assert_allclose(emo, np.vstack([e for _, e in one_by_one]), atol=0.05)
+    # Batching a text with others must not change its labels, and its scores only by int8 noise:
+    # dynamic int8 picks activation scales per batch, so neighbours move probabilities (up to
+    # ~0.11 for an emotion of minilm-l6-moodwire-3 on these texts; ~0.02 for moodwire-2).
+    alone_pol, alone_emo = np.vstack([p for p, _ in one_by_one]), np.vstack([e for _, e in one_by_one])
+    assert (pol.argmax(axis=1) == alone_pol.argmax(axis=1)).all()
+    assert (emo.argmax(axis=1) == alone_emo.argmax(axis=1)).all()
+    np.testing.assert_allclose(pol, alone_pol, atol=0.15)
+    np.testing.assert_allclose(emo, alone_emo, atol=0.15)
     reversed_pol, _ = scorer.predict_proba(TEXTS[::-1])
     np.testing.assert_allclose(reversed_pol[::-1], pol, atol=1e-6)
 

@@ -31,12 +31,11 @@ from alerting.engine import EngineSettings
 from alerting.job import AlertJob
 from alerting.lifecycle import LifecycleSettings
 from moodwire import counting, report
-from moodwire.bus import KafkaBus
 from moodwire.config import Settings
 from moodwire.store import ServerStore, StoreRejected
 from tests import services
 from tests.conftest import unique
-from tests.integration.fault_helpers import distinct_ids, scorer_env, wait_for
+from tests.integration.fault_helpers import distinct_ids, produce, scorer_env, wait_for
 from tests.integration.test_dashboards import _check, _run_all, load_stream, scored_stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -203,16 +202,6 @@ def spike_stream(now: datetime, spike_start: datetime) -> list[dict[str, Any]]:
     return posts
 
 
-def produce_posts(settings: Settings, posts: list[dict[str, Any]]) -> None:
-    bus = KafkaBus(settings)
-    bus.ensure_topics([settings.posts_topic, settings.dead_letter_topic])
-    producer = bus.producer()
-    for post in posts:
-        producer.send(settings.posts_topic, json.dumps(post).encode(), key=post["id"].encode())
-    producer.flush()
-    producer.close()
-
-
 def moodwire(*args: str) -> list[str]:
     return [sys.executable, "-m", "moodwire.cli", *args]
 
@@ -278,7 +267,7 @@ def test_the_cluster_counts_and_alerts_as_a_single_server_on_the_same_stream(
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     posts = spike_stream(now, spike_start=now - timedelta(minutes=40))
     replayed = posts[:200]  # a file read twice: the scorers must not count these twice
-    produce_posts(server_settings, posts + replayed)
+    produce(server_settings, posts + replayed)
     single = server_settings.model_copy(update={"data_dir": tmp_path / "single"})
     # Its own consumer group over the same topic; written through node 1, read below through node 2.
     sharded = on_cluster(

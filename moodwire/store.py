@@ -148,6 +148,10 @@ def _naive_utc(value: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
+# How long a readiness probe waits for the server (at most clickhouse_timeout_s).
+PROBE_TIMEOUT_S = 3.0
+
+
 class ServerStore:
     """A ClickHouse server over the native protocol: one connection for the pipeline, one for analysts."""
 
@@ -177,12 +181,24 @@ class ServerStore:
         # Without the cluster's settings: a read-only session may not send a setting it cannot change.
         analyst = dict(self._connection, send_receive_timeout=settings.analyst_query_timeout_s + 10)
         self._analyst = Client(database=self.database, **analyst)
+        # Readiness probes get their own connection with a short timeout: on the pipeline's, a
+        # ping would queue behind an insert hanging on a frozen server and report it only when
+        # that insert times out.
+        probe_timeout = min(PROBE_TIMEOUT_S, settings.clickhouse_timeout_s)
+        self._probe_lock = threading.Lock()
+        self._probe = Client(
+            database=self.database,
+            **dict(self._connection, connect_timeout=probe_timeout, send_receive_timeout=probe_timeout),
+        )
         self._flavour: store_schema.Flavour | None = None
 
-    def _execute(self, sql: str, params: Any = None, *, analyst: bool = False, **kwargs: Any) -> Any:
+    def _execute(self, sql: str, params: Any = None, *, analyst: bool = False, probe: bool = False, **kwargs: Any) -> Any:
         from clickhouse_driver.errors import NetworkError, ServerException, SocketTimeoutError, UnexpectedPacketFromServerError
 
-        client, lock = (self._analyst, self._analyst_lock) if analyst else (self._client, self._lock)
+        if probe:
+            client, lock = self._probe, self._probe_lock
+        else:
+            client, lock = (self._analyst, self._analyst_lock) if analyst else (self._client, self._lock)
         with lock:
             try:
                 return client.execute(sql, params, **kwargs)
@@ -309,11 +325,12 @@ class ServerStore:
         return _result(rows, column_types)
 
     def ping(self) -> None:
-        self._execute("SELECT 1")
+        self._execute("SELECT 1", probe=True)
 
     def close(self) -> None:
         self._client.disconnect()
         self._analyst.disconnect()
+        self._probe.disconnect()
 
 
 def _result(rows: list[tuple[Any, ...]], column_types: list[tuple[str, str]]) -> QueryResult:

@@ -152,7 +152,10 @@ def test_a_frozen_clickhouse_is_waited_out_readiness_tells_the_truth_and_storing
 
             server.process.send_signal(signal.SIGSTOP)  # frozen: connections hang, nothing refuses
             frozen_at = time.monotonic()
-            wait_for(lambda: _ready(metrics_port) == 503, 60, "/readyz to report the frozen store")
+            # Readiness probes on their own connection (every 5 s, 3 s timeout) see the freeze
+            # within about 8 s; 20 s leaves room for a busy machine. On the pipeline's connection
+            # the probe queued behind the hung insert and took 30 s.
+            wait_for(lambda: _ready(metrics_port) == 503, 20, "/readyz to report the frozen store")
             not_ready_after = time.monotonic() - frozen_at
             time.sleep(max(0.0, 15 - (time.monotonic() - frozen_at)))
             before_thaw = _count_without(observer)

@@ -195,6 +195,17 @@ def raw_rows(store: ServerStore) -> int:
     return int(store.query(f"SELECT count() FROM {store.database}.posts").rows[0][0])
 
 
+def scorer_service(settings: Settings, bus: Any, store: Any) -> ScorerService:
+    """The scorer service as `moodwire score` wires it (the real model), on this bus and store."""
+    return ScorerService(
+        ScorerSettings.from_settings(settings),
+        bus.consumer(settings.consumer_group, [settings.posts_topic]),
+        bus.producer(),
+        store,
+        OnnxScorer(),
+    )
+
+
 def scorer_env(settings: Settings, **extra: Any) -> dict[str, str]:
     """The environment that gives a `moodwire` subprocess these settings."""
     env = dict(os.environ)

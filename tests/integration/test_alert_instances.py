@@ -4,17 +4,14 @@ other takes the lease once it expires and carries on, without sending anything t
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -22,7 +19,7 @@ import pytest
 from moodwire.config import load_settings
 from moodwire.store import ServerStore
 from tests.conftest import unique
-from tests.integration.test_alert_job import scored, stream
+from tests.integration.test_alert_job import SECRET, WebhookReceiver, scored, stream
 
 pytestmark = pytest.mark.integration
 
@@ -30,33 +27,9 @@ LEASE_S = 6.0
 INTERVAL_S = 1.0
 
 
-class Receiver:
-    """A webhook endpoint that counts every notification it gets, by notification_id."""
-
-    def __init__(self) -> None:
-        self.received: list[dict] = []
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                owner.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def symbols(self) -> list[str]:
-        return [a["symbol"] for body in self.received for a in body["alerts"]]
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
+def receiver() -> Iterator[WebhookReceiver]:
+    server = WebhookReceiver()
     yield server
     server.server.shutdown()
 
@@ -77,7 +50,7 @@ def wait_until(condition, timeout_s: float, what: str) -> None:  # noqa: ANN001
 
 
 def test_two_alert_instances_fire_once_and_one_takes_over_when_the_other_dies(
-    clickhouse_port: int, tmp_path: Path, receiver: Receiver
+    clickhouse_port: int, tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
     database = unique("instances")
     settings = load_settings(store="clickhouse", clickhouse_port=clickhouse_port, clickhouse_database=database, data_dir=tmp_path)
@@ -92,6 +65,7 @@ def test_two_alert_instances_fire_once_and_one_takes_over_when_the_other_dies(
         "MOODWIRE_CLICKHOUSE_PORT": str(clickhouse_port),
         "MOODWIRE_CLICKHOUSE_DATABASE": database,
         "MOODWIRE_WEBHOOK_URL": receiver.url,
+        "MOODWIRE_WEBHOOK_SECRET": SECRET,
         "MOODWIRE_ALERT_LEASE_S": str(LEASE_S),
         "MOODWIRE_ALERT_INTERVAL_S": str(INTERVAL_S),
         "MOODWIRE_ALERT_GROUP_WAIT_S": "0",
@@ -143,7 +117,8 @@ def test_two_alert_instances_fire_once_and_one_takes_over_when_the_other_dies(
     failures = "\n".join(log.read_text()[-2000:] for log in logs)
     # each alert delivered once: the stand-by never sent BA, the survivor did not resend it
     assert sorted(receiver.symbols()) == ["AAPL", "BA"], failures
-    ids = [body["notification_id"] for body in receiver.received]
+    assert receiver.bad_signatures == 0
+    ids = [body["notification_id"] for body in receiver.bodies]
     assert len(ids) == len(set(ids))
     firing = store.query(f"SELECT symbol, count() FROM {database}.alerts WHERE status = 'firing' GROUP BY symbol ORDER BY symbol").rows
     assert firing == [("AAPL", 1), ("BA", 1)]

@@ -55,6 +55,10 @@ class WebhookReceiver:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
 
+    def symbols(self) -> list[str]:
+        """The symbol of every alert in every notification received, in order."""
+        return [a["symbol"] for body in self.bodies for a in body["alerts"]]
+
 
 @pytest.fixture
 def receiver() -> Iterator[WebhookReceiver]:

@@ -20,9 +20,8 @@ from moodwire import counting
 from moodwire.bus import REASON_HEADER, LocalBus
 from moodwire.config import Settings
 from moodwire.store import ChdbStore
-from scorer.runtime import OnnxScorer
-from scorer.service import ScorerService, ScorerSettings
 from tests.conftest import make_post
+from tests.integration.fault_helpers import scorer_service
 
 pytestmark = pytest.mark.integration
 
@@ -49,13 +48,7 @@ def test_file_to_chdb_through_the_in_process_bus(embedded_settings: Settings, tm
     store = ChdbStore(settings.chdb_path)
     try:
         store.migrate()
-        service = ScorerService(
-            ScorerSettings.from_settings(settings),
-            bus.consumer(settings.consumer_group, [settings.posts_topic]),
-            bus.producer(),
-            store,
-            OnnxScorer(),
-        )
+        service = scorer_service(settings, bus, store)
         stop = threading.Event()
         while service.stats.scored < n:
             batch = service.poll_batch(stop)
@@ -148,13 +141,7 @@ def test_unsupported_languages_and_spam_are_stored_marked_and_left_out_of_sentim
     store = ChdbStore(settings.chdb_path)
     try:
         store.migrate()
-        service = ScorerService(
-            ScorerSettings.from_settings(settings),
-            bus.consumer(settings.consumer_group, [settings.posts_topic]),
-            bus.producer(),
-            store,
-            OnnxScorer(),
-        )
+        service = scorer_service(settings, bus, store)
         service.process(service.poll_batch(threading.Event()))
         rows = dict(store.query("SELECT id, status FROM posts").rows)
         assert rows == {"test:1": "scored", "test:2": "unsupported_language", "test:3": "scored"}

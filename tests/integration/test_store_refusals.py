@@ -16,9 +16,8 @@ from moodwire.bus import REASON_HEADER, LocalBus, Message
 from moodwire.config import Settings
 from moodwire.schema import ScoredPost
 from moodwire.store import ChdbStore, ServerStore, post_row
-from scorer.runtime import OnnxScorer
-from scorer.service import ScorerService, ScorerSettings
 from tests.conftest import make_post
+from tests.integration.fault_helpers import scorer_service
 
 pytestmark = pytest.mark.integration
 
@@ -46,45 +45,35 @@ class ChdbStoreWithABadRow(ChdbStore):
 
 
 def run_batch(settings: Settings, store: Any, tmp_path: Path) -> tuple[set[str], list[Message]]:
-    bus = LocalBus(tmp_path / "bus")
-    bus.ensure_topics([settings.posts_topic, settings.dead_letter_topic])
-    producer = bus.producer()
-    values = [json.dumps(make_post(i)).encode() for i in range(20)]
-    for value in values:
-        producer.send(settings.posts_topic, value)
-    producer.flush()
-    service = ScorerService(
-        ScorerSettings.from_settings(settings),
-        bus.consumer(settings.consumer_group, [settings.posts_topic]),
-        bus.producer(),
-        store,
-        OnnxScorer(),
-    )
-    service.process(service.poll_batch(threading.Event()))
-    stored = {row[0] for row in store.query(f"SELECT id FROM {store.database}.posts").rows}
-    dead = bus.read(settings.dead_letter_topic, 0, 10, timeout_s=0.1)
-    assert bus.committed(settings.consumer_group, settings.posts_topic) == len(values)
-    assert [m.value for m in dead] == [values[7]]
-    return stored, dead
+    """Twenty posts, one of which the store refuses, through one scorer batch; the store is
+    migrated first and closed after. -> (ids stored, dead letters)."""
+    try:
+        store.migrate()
+        bus = LocalBus(tmp_path / "bus")
+        bus.ensure_topics([settings.posts_topic, settings.dead_letter_topic])
+        producer = bus.producer()
+        values = [json.dumps(make_post(i)).encode() for i in range(20)]
+        for value in values:
+            producer.send(settings.posts_topic, value)
+        producer.flush()
+        service = scorer_service(settings, bus, store)
+        service.process(service.poll_batch(threading.Event()))
+        stored = {row[0] for row in store.query(f"SELECT id FROM {store.database}.posts").rows}
+        dead = bus.read(settings.dead_letter_topic, 0, 10, timeout_s=0.1)
+        assert bus.committed(settings.consumer_group, settings.posts_topic) == len(values)
+        assert [m.value for m in dead] == [values[7]]
+        return stored, dead
+    finally:
+        store.close()
 
 
 def test_a_row_the_server_refuses_is_dead_lettered_alone(server_settings: Settings, tmp_path: Path) -> None:
-    store = ServerStoreWithABadRow(server_settings)
-    try:
-        store.migrate()
-        stored, dead = run_batch(server_settings, store, tmp_path)
-    finally:
-        store.close()
+    stored, dead = run_batch(server_settings, ServerStoreWithABadRow(server_settings), tmp_path)
     assert stored == {f"test:{i}" for i in range(20)} - {BAD}
     assert dict(dead[0].headers)[REASON_HEADER].decode().startswith("store: ClickHouse client refused the data")
 
 
 def test_a_row_chdb_refuses_is_dead_lettered_alone(embedded_settings: Settings, tmp_path: Path) -> None:
-    store = ChdbStoreWithABadRow(embedded_settings.chdb_path)
-    try:
-        store.migrate()
-        stored, dead = run_batch(embedded_settings, store, tmp_path)
-    finally:
-        store.close()
+    stored, dead = run_batch(embedded_settings, ChdbStoreWithABadRow(embedded_settings.chdb_path), tmp_path)
     assert stored == {f"test:{i}" for i in range(20)} - {BAD}
     assert dict(dead[0].headers)[REASON_HEADER].decode().startswith("store: Code: ")

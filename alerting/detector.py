@@ -12,6 +12,10 @@ The method, in one place:
   cross-symbol share when the symbol is thin, then pulled towards the share over the same clock
   time as the window (to `bin_minutes`) on the previous `baseline_days` days, as far as those
   days have posts. Minutes that were part of a detected spike are left out of the baseline.
+* Level: the share over the last `recent_level_minutes` before the guard against what that
+  baseline predicted for those hours, shrunk by `recent_level_prior` expected negatives; the
+  baseline is scaled by it. A share that drifted or stepped to a new level within days is then
+  the new normal within hours, not a spike for a week.
 * Test: k is compared with the beta-binomial predictive distribution of a window of n stories
   under that baseline. Its concentration is the evidence behind the baseline, capped at
   `max_concentration`: a thin symbol's baseline is uncertain, and a busy symbol's share wanders a
@@ -189,8 +193,27 @@ def baseline(state: DetectorState, settings: DetectorSettings, windows: tuple[in
     total_w = over_windows(state.bin_total)
     prior = settings.time_of_day_prior_posts
 
+    def recent_level(evidence: FloatArray) -> FloatArray:
+        """How the last hours before the guard went against what this baseline's history
+        expected of them (1: as expected). A share that moved to a new level since (a drift,
+        a re-rating) moves the baseline with it instead of reading as a spike for days."""
+        if settings.recent_level_minutes == 0:
+            return np.ones(n)
+        r = state.recent_bins(-(-settings.recent_level_minutes // b))
+        held = r.held[None, :, :]
+        history = (evidence[:, r.history].reshape(n, days, -1) * held).sum(axis=1)
+        history_total = (state.bin_total[:, r.history].reshape(n, days, -1) * held).sum(axis=1)
+        profile = (history + prior * day_share(evidence)[:, None]) / (history_total + prior)
+        kept = r.recent_held[None, :]
+        observed = (evidence[:, r.recent] * kept).sum(axis=1)
+        expected = (state.bin_total[:, r.recent] * kept * profile).sum(axis=1)
+        a = settings.recent_level_prior
+        level: FloatArray = np.clip((observed + a) / (expected + a), settings.min_recent_level, settings.max_recent_level)
+        return level
+
     def time_of_day_share(evidence: FloatArray) -> FloatArray:
         share = (over_windows(evidence) + prior * day_share(evidence)[:, None]) / (total_w + prior)
+        share = share * recent_level(evidence)[:, None]
         clipped: FloatArray = np.clip(share, settings.min_baseline_share, 0.95)
         return clipped
 

@@ -54,6 +54,12 @@ class DetectorSettings:
     max_concentration: float = 300.0
     # the usual volume needs this many minutes at this clock time on previous days
     min_volume_history_minutes: int = 30
+    # the last hours before the guard set the level of the time-of-day baseline (0: off)
+    recent_level_minutes: int = 180
+    recent_level_prior: float = 30.0  # expected negatives of pseudo-evidence for "as before"
+    # how far the level may scale the share down and up
+    min_recent_level: float = 0.5
+    max_recent_level: float = 2.0
     min_baseline_share: float = 0.02
     default_share: float = 0.25
     # What the share test counts: stories labelled negative, or the sum of the model's
@@ -87,6 +93,10 @@ class DetectorSettings:
             raise ValueError("baseline_days must be >= 1")
         if self.max_information_gain < 1:
             raise ValueError("max_information_gain must be >= 1 (1: probabilities weigh as labels)")
+        if self.recent_level_minutes < 0 or self.recent_level_prior <= 0:
+            raise ValueError("recent_level_minutes must be >= 0 and recent_level_prior > 0")
+        if not 0 < self.min_recent_level <= 1 <= self.max_recent_level:
+            raise ValueError("the recent level's range must hold 1: 0 < min_recent_level <= 1 <= max_recent_level")
         if self.late_horizon_minutes < self.guard_minutes:
             raise ValueError("late_horizon_minutes must cover the guard")
 

@@ -88,6 +88,17 @@ class BaselineBins:
     day_start: IntArray  # per previous day: the first minute its bins cover
 
 
+@dataclass(frozen=True)
+class RecentBins:
+    """The newest bins older than the guard, and the same clock-time bins on previous days:
+    how the last hours went against what the baseline's history would have predicted."""
+
+    recent: IntArray  # slots of the newest `count` bins older than the guard
+    recent_held: BoolArray  # ... that hold those bins (not yet recorded: empty)
+    history: IntArray  # slots of the same clock-time bins on each previous day, [day, bin] flattened
+    held: BoolArray  # [day, bin]: that bin is still held (the oldest day's may have left the ring)
+
+
 class DetectorState:
     def __init__(self, settings: DetectorSettings) -> None:
         self.shape = settings.state_shape
@@ -350,3 +361,27 @@ class DetectorState:
         )
         self._bins_key = key
         return self._bins
+
+    def recent_bins(self, count: int) -> RecentBins:
+        """The `count` newest bins older than the guard, with their history."""
+        assert self.last_minute is not None
+        newest = (self.last_minute - self.guard) // self.bin_minutes
+        ids = newest - np.arange(count)[::-1]
+        wanted = ids[None, :] - self.bins_per_day * np.arange(1, self.baseline_days + 1)[:, None]  # [day, bin]
+        slots = wanted % self.n_bins
+        return RecentBins(
+            recent=ids % self.n_bins,
+            recent_held=self.bin_ids[ids % self.n_bins] == ids,
+            history=slots.reshape(-1),
+            held=self.bin_ids[slots] == wanted,
+        )
+        ids = newest - np.arange(count)[::-1]
+        wanted = ids[None, :] - self.bins_per_day * np.arange(1, self.baseline_days + 1)[:, None]  # [day, bin]
+        slots = wanted % self.n_bins
+        self._recent = RecentBins(
+            recent=ids % self.n_bins,
+            history=slots.reshape(-1),
+            held=self.bin_ids[slots] == wanted,
+        )
+        self._recent_key = (newest, count)
+        return self._recent

@@ -165,9 +165,38 @@ def test_time_of_day_baseline_expects_a_gloomier_night() -> None:
 
     fired = replay({"NITE": shape}, 6 * DAY)
     assert of_kind(fired, NEGATIVE_SPIKE) == []
-    # without the time of day the same nights look like spikes
-    blind = DetectorSettings(time_of_day_prior_posts=1e12)
+    # without the time of day (nor the recent level, which follows so slow a cycle too) the same
+    # nights look like spikes
+    blind = DetectorSettings(time_of_day_prior_posts=1e12, recent_level_minutes=0)
     assert len(of_kind(replay({"NITE": shape}, 4 * DAY, blind), NEGATIVE_SPIKE)) > 10
+
+
+def test_a_share_that_steps_to_a_new_level_is_the_new_normal_within_hours() -> None:
+    # a re-rating: from 20% to 36% negative at noon on the third day, for good
+    step_at = HISTORY_DAYS * DAY + 12 * 60
+
+    def shape(i: int) -> Regime:
+        return Regime(rate=3.0, negative=0.2 if i < step_at else 0.36)
+
+    def after_six_hours(settings: DetectorSettings) -> list[Alert]:
+        fired = replay({"RERA": shape}, step_at + 2 * DAY, settings)
+        return [a for a in of_kind(fired, NEGATIVE_SPIKE) if a.fired_at >= at(step_at + 6 * 60)]
+
+    following = DetectorSettings(recent_level_minutes=180)
+    assert after_six_hours(following) == []
+    # a baseline of the same clock time on previous days keeps calling the new level a spike
+    assert len(after_six_hours(DetectorSettings(recent_level_minutes=0))) >= 3
+    # ... and a real spike on top of the new level is still found, against the new level
+    spike = Regime(rate=20.0, negative=0.8, positive=0.1)
+    onset = step_at + DAY
+
+    def with_spike(i: int) -> Regime:
+        return spike if onset <= i < onset + 20 else shape(i)
+
+    fired = of_kind(replay({"RERA": with_spike}, onset + 30, following), NEGATIVE_SPIKE)
+    first = min((a for a in fired if a.fired_at > at(onset)), key=lambda a: a.fired_at)
+    assert first.fired_at <= at(onset + 3)
+    assert first.baseline_share == pytest.approx(0.36, abs=0.06)
 
 
 def test_per_symbol_override_can_mute_a_symbol() -> None:

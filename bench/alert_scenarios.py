@@ -7,7 +7,8 @@ settings chosen on some of them can be judged on the others (bench/alert_bench.p
   a daily curve with quiet nights and weekends, or trading hours with near-empty nights and
   weekends (gaps);
 * the baseline share: each ticker's negative and positive shares, a time-of-day swing, a slow
-  intraday drift, a drift from day to day, and minute-to-minute over-dispersion;
+  intraday drift, a drift from day to day, re-ratings (steps to a new level that stays), and
+  minute-to-minute over-dispersion;
 * negative spikes: how their onset looks (a step; a ramp over 5-15 minutes; bursts of a few
   minutes with pauses), their size, volume and length; market-wide sell-offs (a share of the
   busy tickers spiking within minutes of each other);
@@ -67,6 +68,9 @@ class Mood:
     daily_drift_sd: float = 0.1  # day-to-day change (random walk)
     intraday_drift_sd: float = 0.07  # slow drift within a day (AR(1) over 4 hours)
     overdispersion: float = 600.0  # Beta concentration of the per-minute share
+    # re-ratings: at random times (per day) the share steps to a new level and stays there
+    shifts_per_day: float = 0.0
+    shift_sd: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,22 @@ FAMILIES: dict[str, Family] = {
             volume=Volume(thin=20, busy_rate=(0.6, 0.8)),
             spikes=Spikes(ratio=(1.5, 3.5), volume=(2.0, 15.0), onsets=(("step", 0.34), ("ramp", 0.33), ("bursts", 0.33))),
             delivery=Delivery(late=0.02),
+        ),
+        # written after the level-following baseline was designed on the drifting family's
+        # result of the previous round, and held out from it: a fresh family for that change
+        Family(
+            "regimes",
+            "re-ratings: each ticker's share steps to a new level now and then (a downgrade, a lawsuit) "
+            "and stays there, busier tickers, ramps and bursts, small sell-offs, late and copied posts",
+            volume=Volume(busy=30, thin=15, busy_rate=(1.0, 0.9)),
+            mood=Mood(swing=0.3, daily_drift_sd=0.15, intraday_drift_sd=0.1, overdispersion=400.0,
+                      shifts_per_day=0.5, shift_sd=0.35),
+            spikes=Spikes(per_day=0.7, onsets=(("step", 0.3), ("ramp", 0.4), ("bursts", 0.3)),
+                          ratio=(1.6, 4.0), volume=(1.5, 20.0)),
+            selloffs=(0.15, (0.2, 0.5)),
+            decoys=Decoys(volume_bursts=0.6, positive_spikes=0.4, viral=0.05, thin_clusters=1.5),
+            delivery=Delivery(duplicates=0.02, copies=0.05, late=0.03),
+            model=((0.25, 0.45, 0.30), 0.8),
         ),
     )
 }
@@ -331,6 +351,9 @@ def _shares(rng: np.random.Generator, family: Family, minutes: int) -> tuple[Flo
         + daily
         + _ar1(rng, minutes, family.mood.intraday_drift_sd, 240.0)
     )
+    if family.mood.shifts_per_day > 0:  # drawn only here: the other families' streams stay as they were
+        at = rng.random(minutes) < family.mood.shifts_per_day / MINUTES_PER_DAY
+        neg_logit = neg_logit + np.cumsum(np.where(at, rng.normal(0.0, family.mood.shift_sd, minutes), 0.0))
     pos_logit = _logit(base_pos) + _ar1(rng, minutes, family.mood.intraday_drift_sd, 240.0)
     neg, pos = _expit(neg_logit), _expit(pos_logit)
     return neg, np.minimum(pos, 0.95 - neg)

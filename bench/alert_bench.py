@@ -11,10 +11,14 @@ variant, each a step from the detector as it was to the detector as shipped:
 * `minute-labels`: complete minutes only, recorded after the lateness (as the job ran before),
   labels counted, the thresholds as they were;
 * `minute-probabilities`: the same, with the model's P(negative) as evidence;
-* `sooner-labels`, `sooner` (shipped): the minutes so far evaluated every tick as well.
+* `sooner-no-level`: the minutes so far evaluated every tick as well, without the recent level
+  (the baseline follows a share that moved within days only through the last day's share);
+* `sooner` (shipped): with it.
 
-The oracle is a reference, not a detector: a binomial test at the detector's loosest alpha (5e-5) on the stories labelled
-negative that knows each spike's onset and true labelled baseline share.
+The oracle is a reference, not a detector: a binomial test at the detector's loosest alpha (confirmed_alpha) on the stories labelled
+negative that knows each spike's onset and true labelled baseline share. The same oracle at
+looser alphas (up to 0.05, where a detector that does not know the onset would alert falsely
+all day) shows how soon the spikes of a family can be told apart at all.
 
 Scoring (negative-spike alerts only; warm-up days are not scored):
 * an alert (the first of an episode: what is notified) matches a negative spike of its ticker
@@ -51,7 +55,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from alerting import backtest
 from alerting.alert import NEGATIVE_SPIKE
-from alerting.detector_settings import DetectorSettings
+from alerting.detector_settings import DetectorSettings, SymbolSettings
 from alerting.engine import EngineSettings
 from alerting.lifecycle import LifecycleSettings, Notification
 from alerting.statistics import binomial_sf
@@ -59,7 +63,10 @@ from bench.alert_scenarios import FAMILIES, HELD_OUT_FAMILIES, TUNING_FAMILIES, 
 from moodwire.config import Settings
 
 MATCH_GRACE = 10
-ORACLE_ALPHA = 5e-5  # the detector's loosest threshold (confirmed_alpha)
+ORACLE_ALPHA = SymbolSettings().confirmed_alpha  # the detector's loosest threshold
+# The oracle at looser thresholds: how soon a spike can be told at all, whatever the false
+# alerts (a detector that does not know the onset pays for each of these in false alerts)
+ORACLE_CURVE = (5e-5, 1e-3, 1e-2, 5e-2)
 RESULTS = Path(__file__).resolve().parent / "results" / "alert_bench.json"
 TUNING_SEEDS = (101, 102)
 HELD_OUT_SEEDS = (1, 2, 3)
@@ -88,12 +95,32 @@ def variants(shipped: Settings) -> dict[str, Variant]:
     return {
         v.name: v
         for v in (
-            Variant("minute-labels", replace(DetectorSettings(), evidence="labels"), minute, lifecycle),
-            Variant("minute-probabilities", replace(detector, evidence="probabilities"), minute, lifecycle),
-            Variant("sooner-labels", replace(detector, evidence="labels"), engine, lifecycle),
+            Variant("minute-labels", replace(DetectorSettings(), evidence="labels", recent_level_minutes=0), minute, lifecycle),
+            Variant("minute-probabilities", replace(detector, evidence="probabilities", recent_level_minutes=0), minute, lifecycle),
+            Variant("sooner-no-level", replace(detector, recent_level_minutes=0), engine, lifecycle),
             Variant("sooner", detector, engine, lifecycle),
         )
     }
+
+
+def custom_variant(base: Variant, assignments: list[str]) -> Variant:
+    """`base` with detector settings changed by NAME=VALUE assignments (for exploring on the
+    tuning families: `--detector recent_level_minutes=240`)."""
+    changes: dict[str, Any] = {}
+    symbol_changes: dict[str, Any] = {}
+    names = {f.name for f in fields(DetectorSettings)} - {"default", "overrides"}
+    symbol_names = {f"default.{f.name}" for f in fields(SymbolSettings)}
+    for assignment in assignments:
+        name, _, text = assignment.partition("=")
+        value = float(text) if "." in text or "e" in text else int(text)
+        if name in names:
+            changes[name] = value
+        elif name in symbol_names:
+            symbol_changes[name.removeprefix("default.")] = value
+        else:
+            raise SystemExit(f"--detector: no detector setting {name!r} (one of {', '.join(sorted(names | symbol_names))})")
+    detector = replace(base.detector, default=replace(base.detector.default, **symbol_changes), **changes)
+    return replace(base, name="custom:" + ",".join(assignments), detector=detector)
 
 
 @dataclass(frozen=True)
@@ -225,7 +252,7 @@ def _cause(stream: Stream, decoys: list[Any], alert: Fired) -> str:
     return "thin-noise" if alert.symbol in stream.thin else "background"
 
 
-def oracle(stream: Stream) -> Score:
+def oracle(stream: Stream, alpha: float = ORACLE_ALPHA) -> Score:
     """Delay of a binomial test that knows each qualifying spike's onset and labelled share."""
     index = {s: i for i, s in enumerate(stream.symbols)}
     result = Score()
@@ -236,7 +263,7 @@ def oracle(stream: Stream) -> Score:
         i, onset = index[event.symbol], event.onset
         n = np.cumsum(stream.labelled_total[i, onset : onset + 30])
         k = np.cumsum(stream.labelled_negative[i, onset : onset + 30])
-        hits = np.nonzero(binomial_sf(k, n, event.base_share) <= ORACLE_ALPHA)[0]
+        hits = np.nonzero(binomial_sf(k, n, event.base_share) <= alpha)[0]
         if len(hits):
             result.counts["detected"] += 1
             result.delays.append(float(hits[0]) + 1)  # minutes of evidence
@@ -253,6 +280,7 @@ class SeedRun:
     seconds: dict[str, float]
     oracle: Score
     late_stories: float
+    oracle_curve: dict[float, Score] = field(default_factory=dict)
 
 
 def run_seed(family: str, seed: int, chosen: dict[str, Variant], tick_s: float, echo: Any) -> SeedRun:
@@ -269,7 +297,8 @@ def run_seed(family: str, seed: int, chosen: dict[str, Variant], tick_s: float, 
         f"{family} seed {seed}: {table.read} posts ({table.duplicates} duplicates), "
         f"{time.perf_counter() - began:.0f} s ({', '.join(f'{k} {v} s' for k, v in seconds.items())})"
     )
-    return SeedRun(family, seed, table.read, scores, seconds, oracle(stream), late)
+    curve = {alpha: oracle(stream, alpha) for alpha in ORACLE_CURVE}
+    return SeedRun(family, seed, table.read, scores, seconds, oracle(stream), late, curve)
 
 
 def _pool(scores: list[Score]) -> Score:
@@ -283,6 +312,11 @@ def summarise(runs: list[SeedRun], names: list[str]) -> dict[str, Any]:
     return {
         "variants": {name: _pool([r.scores[name] for r in runs]).summary() for name in names},
         "oracle_bound": _pool([r.oracle for r in runs]).summary(),
+        "oracle_curve": {
+            str(alpha): {k: v for k, v in _pool([r.oracle_curve[alpha] for r in runs]).summary().items()
+                         if k in ("recall", "median_delay_min", "p90_delay_min", "within_3_min")}
+            for alpha in ORACLE_CURVE
+        },
         "posts": sum(r.posts for r in runs),
         "late_stories_added_to_baselines": round(sum(r.late_stories for r in runs), 1),
     }
@@ -316,6 +350,9 @@ def print_table(title: str, summary: dict[str, Any], echo: Any = print) -> None:
         echo(f"{label:<25}{cells}{target:>10}")
     for name, col in summary["variants"].items():
         echo(f"false alerts by cause, {name}: {col['false_by_cause']}")
+    echo("oracle by alpha (recall, median, p90, within 3 min): " + "; ".join(
+        f"{alpha}: {_fmt(o['recall'])}, {_fmt(o['median_delay_min'])}, {_fmt(o['p90_delay_min'])}, {_fmt(o['within_3_min'])}"
+        for alpha, o in summary["oracle_curve"].items()))
 
 
 def _fmt(value: Any) -> str:
@@ -331,14 +368,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tuning", action="store_true", help="the tuning families and seeds")
     parser.add_argument("--families", nargs="+", choices=list(FAMILIES))
     parser.add_argument("--seeds", type=int, nargs="+")
-    parser.add_argument("--variants", nargs="+")
+    parser.add_argument("--variants", nargs="*", help="the variants to run (none: only --detector's)")
+    parser.add_argument("--detector", nargs="+", metavar="NAME=VALUE",
+                        help="add a variant: the shipped one with these detector settings changed")
     parser.add_argument("--tick-s", type=float, help="the job's alert_interval_s (default: as shipped)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     shipped = Settings()
     chosen = variants(shipped)
-    if args.variants:
+    custom = custom_variant(chosen["sooner"], args.detector) if args.detector else None
+    if args.variants is not None:
         chosen = {name: chosen[name] for name in args.variants}
+    if custom is not None:
+        chosen[custom.name] = custom
     families = args.families or list(TUNING_FAMILIES if args.tuning else HELD_OUT_FAMILIES)
     seeds = args.seeds or list(TUNING_SEEDS if args.tuning else HELD_OUT_SEEDS)
     tick_s = args.tick_s or shipped.alert_interval_s

@@ -11,9 +11,12 @@ that stream into episodes. Per (symbol, kind) there is at most one open episode:
 * episodes that open within `group_wait_s` of each other go out in one notification;
 * market-wide events: once negative spikes on `market_min_symbols` tickers opened within
   `market_window_minutes`, they go out as one grouped notification naming them all (with the
-  ones notified just before), and tickers that join while it lasts are batched into one update
-  every `market_update_minutes`, instead of a message per ticker. Every ticker keeps its own
-  episode (and its own row in `alerts`).
+  ones notified just before), and tickers that join while it lasts are batched into updates,
+  the first `market_update_minutes` after the message and each later one twice as long after
+  the one before, up to `market_update_max_minutes` (a sell-off is news in its first minutes;
+  the tenth ticker joining is not),
+  instead of a message per ticker. Every ticker keeps its own episode (and its own row in
+  `alerts`, written as it fires).
 
 `advance(state, at, alerts, settings)` applies the alerts of a complete minute ending at `at`
 (`commit=True`: a minute applied once, never twice, which makes a re-run after a restart send
@@ -64,6 +67,8 @@ class LifecycleSettings:
     market_min_symbols: int = 4
     market_window_minutes: int = 15
     market_update_minutes: int = 2
+    # ... doubling after each update up to this: joiners' rows in `alerts` wait for their message
+    market_update_max_minutes: int = 8
 
     @classmethod
     def from_settings(cls, settings: Settings, channels: tuple[str, ...], notify_resolved: bool) -> LifecycleSettings:
@@ -214,6 +219,12 @@ class MarketEvent:
     group: MarketGroup
     last_joined: datetime
     last_notified: datetime
+    updates: int = 0  # updates sent since the grouped message
+
+    def next_update(self, settings: LifecycleSettings) -> datetime:
+        """When joiners may go out: each interval doubles, up to `market_update_max_minutes`."""
+        minutes = min(settings.market_update_minutes * 2**self.updates, settings.market_update_max_minutes)
+        return self.last_notified + timedelta(minutes=minutes)
 
 
 @dataclass
@@ -245,6 +256,7 @@ class AlertState:
                 "group": market.group.to_dict(),
                 "last_joined": iso(market.last_joined),
                 "last_notified": iso(market.last_notified),
+                "updates": market.updates,
             },
         }
 
@@ -266,7 +278,10 @@ class AlertState:
             market=None
             if not market
             else MarketEvent(
-                MarketGroup.from_dict(market["group"]), parse_iso(market["last_joined"]), parse_iso(market["last_notified"])
+                MarketGroup.from_dict(market["group"]),
+                parse_iso(market["last_joined"]),
+                parse_iso(market["last_notified"]),
+                int(market.get("updates", 0)),  # saved before updates were spaced out
             ),
         )
 
@@ -402,10 +417,11 @@ def _due(state: AlertState, clock: datetime, settings: LifecycleSettings, made: 
             state.held = [h for h in state.held if h.alert.kind != NEGATIVE_SPIKE]
         elif market is not None:
             market.last_joined = max(market.last_joined, max(h.since for h in negative))
-            if clock - market.last_notified >= timedelta(minutes=settings.market_update_minutes):
+            if clock >= market.next_update(settings):
                 joined = tuple(sorted({*market.group.symbols, *(h.alert.symbol for h in negative)}))
                 market.group = MarketGroup(market.group.group_id, market.group.opened_at, joined)
                 market.last_notified = clock
+                market.updates += 1
                 notes.append(_notification("firing", made, [h.alert for h in negative], market.group))
                 state.held = [h for h in state.held if h.alert.kind != NEGATIVE_SPIKE]
     # the rest go out together once the first of them has waited group_wait_s
@@ -430,9 +446,12 @@ def next_due(state: AlertState, settings: LifecycleSettings) -> datetime | None:
     """When the next held notification falls due if nothing else happens (None: nothing held)."""
     if not state.held:
         return None
-    times = [min(h.since for h in state.held) + timedelta(seconds=settings.group_wait_s)]
-    if state.market is not None:
-        times.append(state.market.last_notified + timedelta(minutes=settings.market_update_minutes))
+    market = state.market
+    # during a market-wide event its negative spikes wait for the next update, not group_wait_s
+    waiting = [h for h in state.held if not (market is not None and h.alert.kind == NEGATIVE_SPIKE)]
+    times = [min(h.since for h in waiting) + timedelta(seconds=settings.group_wait_s)] if waiting else []
+    if market is not None and len(waiting) < len(state.held):
+        times.append(market.next_update(settings))
     return min(times)
 
 

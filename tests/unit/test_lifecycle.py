@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from alerting.detector import NEGATIVE_SPIKE, VOLUME_SPIKE, Alert, ExamplePost
@@ -228,10 +229,20 @@ def test_many_tickers_at_once_are_one_market_wide_message_and_joiners_are_batche
         state, at_s(270), [], GROUPING, commit=False
     )
     assert volume.group is None
+    # each later update waits twice as long as the one before: 4 minutes after the first
+    assert advance(state, at_s(280), [alert("BAC", 1)], GROUPING, commit=False) == []
+    assert next_due(state, GROUPING) == at_s(205 + 4 * 60)
+    assert advance(state, at_s(205 + 4 * 60 - 1), [], GROUPING, commit=False) == []
+    (second,) = advance(state, at_s(205 + 4 * 60), [], GROUPING, commit=False)
+    assert [a.symbol for a in second.alerts] == ["BAC"] and second.group is not None
+    assert state.market is not None and state.market.updates == 2
+    # ... up to market_update_max_minutes: a joiner's row in `alerts` waits for its message
+    later = replace(state.market, updates=10)
+    assert later.next_update(GROUPING) == later.last_notified + timedelta(minutes=GROUPING.market_update_max_minutes)
     # the event ends 15 minutes after its last ticker joined: a lone spike then is its own message
-    advance(state, at_s(150 + 15 * 60 + 1), [], GROUPING, commit=False)
+    advance(state, at_s(280 + 15 * 60 + 1), [], GROUPING, commit=False)
     assert state.market is None
-    lone = advance(state, at_s(2000), [alert("AMD", 1)], GROUPING, commit=False) + advance(state, at_s(2030), [], GROUPING, commit=False)
+    lone = advance(state, at_s(2200), [alert("AMD", 1)], GROUPING, commit=False) + advance(state, at_s(2230), [], GROUPING, commit=False)
     assert [(n.group, [a.symbol for a in n.alerts]) for n in lone] == [(None, ["AMD"])]
     # all of it survives a restart
     assert AlertState.from_json(state.to_json()) == state

@@ -2,6 +2,8 @@
 
     python -m bench.alert_bench [--families ...] [--seeds 1 2 3] [--variants ...] [--tick-s 5]
     python -m bench.alert_bench --tuning   # the tuning families and seeds instead
+    python -m bench.alert_bench --tuning --variants sooner --detector recent_level_prior=10.0
+        # ... next to a variant with settings changed (explore on the tuning families only)
 
 For every family and seed a stream from `bench.alert_scenarios` is written as scored posts
 (JSONL, as `moodwire classify` writes them, with arrival times) and replayed through

@@ -193,17 +193,18 @@ def baseline(state: DetectorState, settings: DetectorSettings, windows: tuple[in
     total_w = over_windows(state.bin_total)
     prior = settings.time_of_day_prior_posts
 
-    def recent_level(evidence: FloatArray) -> FloatArray:
+    def recent_level(evidence: FloatArray, day: FloatArray) -> FloatArray:
         """How the last hours before the guard went against what this baseline's history
-        expected of them (1: as expected). A share that moved to a new level since (a drift,
-        a re-rating) moves the baseline with it instead of reading as a spike for days."""
+        (shrunk to the `day` share) expected of them (1: as expected). A share that moved to a
+        new level since (a drift, a re-rating) moves the baseline with it instead of reading as
+        a spike for days."""
         if settings.recent_level_minutes == 0:
             return np.ones(n)
         r = state.recent_bins(-(-settings.recent_level_minutes // b))
         held = r.held[None, :, :]
         history = (evidence[:, r.history].reshape(n, days, -1) * held).sum(axis=1)
         history_total = (state.bin_total[:, r.history].reshape(n, days, -1) * held).sum(axis=1)
-        profile = (history + prior * day_share(evidence)[:, None]) / (history_total + prior)
+        profile = (history + prior * day[:, None]) / (history_total + prior)
         kept = r.recent_held[None, :]
         observed = (evidence[:, r.recent] * kept).sum(axis=1)
         expected = (state.bin_total[:, r.recent] * kept * profile).sum(axis=1)
@@ -212,8 +213,9 @@ def baseline(state: DetectorState, settings: DetectorSettings, windows: tuple[in
         return level
 
     def time_of_day_share(evidence: FloatArray) -> FloatArray:
-        share = (over_windows(evidence) + prior * day_share(evidence)[:, None]) / (total_w + prior)
-        share = share * recent_level(evidence)[:, None]
+        day = day_share(evidence)
+        share = (over_windows(evidence) + prior * day[:, None]) / (total_w + prior)
+        share = share * recent_level(evidence, day)[:, None]
         clipped: FloatArray = np.clip(share, settings.min_baseline_share, 0.95)
         return clipped
 

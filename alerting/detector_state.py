@@ -367,21 +367,12 @@ class DetectorState:
         assert self.last_minute is not None
         newest = (self.last_minute - self.guard) // self.bin_minutes
         ids = newest - np.arange(count)[::-1]
+        recent = ids % self.n_bins
         wanted = ids[None, :] - self.bins_per_day * np.arange(1, self.baseline_days + 1)[:, None]  # [day, bin]
         slots = wanted % self.n_bins
         return RecentBins(
-            recent=ids % self.n_bins,
-            recent_held=self.bin_ids[ids % self.n_bins] == ids,
+            recent=recent,
+            recent_held=self.bin_ids[recent] == ids,
             history=slots.reshape(-1),
             held=self.bin_ids[slots] == wanted,
         )
-        ids = newest - np.arange(count)[::-1]
-        wanted = ids[None, :] - self.bins_per_day * np.arange(1, self.baseline_days + 1)[:, None]  # [day, bin]
-        slots = wanted % self.n_bins
-        self._recent = RecentBins(
-            recent=ids % self.n_bins,
-            history=slots.reshape(-1),
-            held=self.bin_ids[slots] == wanted,
-        )
-        self._recent_key = (newest, count)
-        return self._recent

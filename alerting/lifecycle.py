@@ -11,12 +11,11 @@ that stream into episodes. Per (symbol, kind) there is at most one open episode:
 * episodes that open within `group_wait_s` of each other go out in one notification;
 * market-wide events: once negative spikes on `market_min_symbols` tickers opened within
   `market_window_minutes`, they go out as one grouped notification naming them all (with the
-  ones notified just before), and tickers that join while it lasts are batched into updates,
-  the first `market_update_minutes` after the message and each later one twice as long after
-  the one before, up to `market_update_max_minutes` (a sell-off is news in its first minutes;
-  the tenth ticker joining is not),
-  instead of a message per ticker. Every ticker keeps its own episode (and its own row in
-  `alerts`, written as it fires).
+  ones notified just before), and tickers that join while it lasts are batched into updates
+  instead of a message per ticker: the first `market_update_minutes` after the message, each
+  later one twice as long after the one before, up to `market_update_max_minutes` (a sell-off
+  is news in its first minutes; the tenth ticker joining is not). Every ticker keeps its own
+  episode (and its own row in `alerts`, written with the message that names it).
 
 `advance(state, at, alerts, settings)` applies the alerts of a complete minute ending at `at`
 (`commit=True`: a minute applied once, never twice, which makes a re-run after a restart send
@@ -426,8 +425,7 @@ def _due(state: AlertState, clock: datetime, settings: LifecycleSettings, made: 
                 state.held = [h for h in state.held if h.alert.kind != NEGATIVE_SPIKE]
     # the rest go out together once the first of them has waited group_wait_s
     wait = timedelta(seconds=settings.group_wait_s)
-    in_market = state.market is not None
-    waiting = [h for h in state.held if not (in_market and h.alert.kind == NEGATIVE_SPIKE)]
+    waiting = _waiting_for_group(state)
     if waiting and clock - min(h.since for h in waiting) >= wait:
         notes.append(_notification("firing", made, [h.alert for h in waiting]))
         state.held = [h for h in state.held if h not in waiting]
@@ -446,13 +444,18 @@ def next_due(state: AlertState, settings: LifecycleSettings) -> datetime | None:
     """When the next held notification falls due if nothing else happens (None: nothing held)."""
     if not state.held:
         return None
-    market = state.market
-    # during a market-wide event its negative spikes wait for the next update, not group_wait_s
-    waiting = [h for h in state.held if not (market is not None and h.alert.kind == NEGATIVE_SPIKE)]
+    waiting = _waiting_for_group(state)
     times = [min(h.since for h in waiting) + timedelta(seconds=settings.group_wait_s)] if waiting else []
-    if market is not None and len(waiting) < len(state.held):
-        times.append(market.next_update(settings))
+    if state.market is not None and len(waiting) < len(state.held):
+        times.append(state.market.next_update(settings))
     return min(times)
+
+
+def _waiting_for_group(state: AlertState) -> list[Held]:
+    """The held alerts that go out once the first of them waited group_wait_s: all of them,
+    except a market-wide event's negative spikes, which wait for the event's next update."""
+    in_market = state.market is not None
+    return [h for h in state.held if not (in_market and h.alert.kind == NEGATIVE_SPIKE)]
 
 
 def pending(state: AlertState, channel: str) -> list[Notification]:

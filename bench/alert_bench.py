@@ -68,7 +68,7 @@ MATCH_GRACE = 10
 ORACLE_ALPHA = SymbolSettings().confirmed_alpha  # the detector's loosest threshold
 # The oracle at looser thresholds: how soon a spike can be told at all, whatever the false
 # alerts (a detector that does not know the onset pays for each of these in false alerts)
-ORACLE_CURVE = (5e-5, 1e-3, 1e-2, 5e-2)
+ORACLE_CURVE = (ORACLE_ALPHA, 1e-3, 1e-2, 5e-2)
 RESULTS = Path(__file__).resolve().parent / "results" / "alert_bench.json"
 TUNING_SEEDS = (101, 102)
 HELD_OUT_SEEDS = (1, 2, 3)
@@ -280,9 +280,8 @@ class SeedRun:
     posts: int
     scores: dict[str, Score]
     seconds: dict[str, float]
-    oracle: Score
     late_stories: float
-    oracle_curve: dict[float, Score] = field(default_factory=dict)
+    oracle_curve: dict[float, Score]  # by alpha; ORACLE_ALPHA's is the bound in the tables
 
 
 def run_seed(family: str, seed: int, chosen: dict[str, Variant], tick_s: float, echo: Any) -> SeedRun:
@@ -300,7 +299,7 @@ def run_seed(family: str, seed: int, chosen: dict[str, Variant], tick_s: float, 
         f"{time.perf_counter() - began:.0f} s ({', '.join(f'{k} {v} s' for k, v in seconds.items())})"
     )
     curve = {alpha: oracle(stream, alpha) for alpha in ORACLE_CURVE}
-    return SeedRun(family, seed, table.read, scores, seconds, oracle(stream), late, curve)
+    return SeedRun(family, seed, table.read, scores, seconds, late, curve)
 
 
 def _pool(scores: list[Score]) -> Score:
@@ -313,7 +312,7 @@ def _pool(scores: list[Score]) -> Score:
 def summarise(runs: list[SeedRun], names: list[str]) -> dict[str, Any]:
     return {
         "variants": {name: _pool([r.scores[name] for r in runs]).summary() for name in names},
-        "oracle_bound": _pool([r.oracle for r in runs]).summary(),
+        "oracle_bound": _pool([r.oracle_curve[ORACLE_ALPHA] for r in runs]).summary(),
         "oracle_curve": {
             str(alpha): {k: v for k, v in _pool([r.oracle_curve[alpha] for r in runs]).summary().items()
                          if k in ("recall", "median_delay_min", "p90_delay_min", "within_3_min")}

@@ -9,7 +9,8 @@ Sources, each named in the `source` column of every row it contributed to:
   reachable only by cashtag, exchange prefix or a bare ticker in finance context. The package's
   other exchange lists (London IOB codes, Frankfurt ids) are not tickers people write, so unused.
 - hand: aliases people actually write (Google, Facebook, JPMorgan, Caterpillar), fixes for rows the
-  packages got wrong, crypto, ETFs and market indices.
+  packages got wrong, crypto, ETFs and market indices; and scripts/symbol_names.py, names for the
+  unnamed stocktickers listings people talk about (Chewy, Macy's, Ryanair, Infosys, Petrobras).
 
 Columns: symbol, name, aliases, context_aliases, exchange, kind, source.
 - aliases: '|'-separated names matched anywhere, case-sensitively (the capitalised form only).
@@ -20,7 +21,7 @@ Columns: symbol, name, aliases, context_aliases, exchange, kind, source.
   or "Compass" next to "earnings" is still more often the word than the company. The hand list
   below keeps the famous ones that stand alone (Apple, Amazon, Tesla).
 
-Run: python scripts/build_symbols.py   (needs pytickersymbols, stocktickers and wordfreq; it is a
+Run: python scripts/build_symbols.py   (needs the `symbols` extra: pip install -e '.[symbols]'; it is a
 build-time tool: the csv it writes is committed and the runtime needs none of them).
 """
 
@@ -37,6 +38,8 @@ from typing import Any
 import stocktickers
 from pytickersymbols import PyTickerSymbols
 from wordfreq import zipf_frequency
+
+from symbol_names import LISTING_ALIASES, LISTING_CONTEXT_ALIASES  # beside this script
 
 OUT = Path(__file__).resolve().parent.parent / "ingest" / "data" / "symbols.csv"
 
@@ -564,7 +567,7 @@ def build() -> list[Row]:
         if not row.name or ("hand" in row.sources and row.kind != "equity"):
             continue
         row.aliases += [a for a in derived_aliases(row.name) if not is_risky_name(a)]
-    for symbol, aliases in US_HAND_ALIASES.items():
+    for symbol, aliases in [*US_HAND_ALIASES.items(), *LISTING_ALIASES.items()]:
         row = row_for(symbol)
         row.name = row.name or aliases[0]
         row.aliases += aliases
@@ -573,7 +576,7 @@ def build() -> list[Row]:
             row.add_source("hand")
     for symbol, alias in LOWERCASE_OK.items():
         row_for(symbol).context_aliases.append(alias)
-    for symbol, aliases in US_HAND_CONTEXT_ALIASES.items():
+    for symbol, aliases in [*US_HAND_CONTEXT_ALIASES.items(), *LISTING_CONTEXT_ALIASES.items()]:
         row = row_for(symbol)
         row.context_aliases += aliases
         row.priority = min(row.priority, -1)

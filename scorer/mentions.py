@@ -12,7 +12,14 @@ the model needs the characters that refer to each one. For each requested symbol
    their short form: the first distinctive word ("Abbott" for Abbott Laboratories, "Santander"
    for Banco Santander, "Freeport" for Freeport McMoRan) when it is that one company's, which is
    how posts name a company;
-4. only when 1-3 found nothing: the symbol in lower case as a word ("nvda", "btc"; three
+4. only when 1-3 found nothing: the looser ways a post names that one company, each used only
+   when no other symbol asked about could be meant by it: a name or alias in any case and with
+   any spacing or dots ("Dexcom" for DexCom, "MercadoLibre" for Mercado Libre, "D.R. Horton"),
+   a short form that several companies share ("Constellation" is Constellation Energy's and
+   Constellation Brands'), a first word the table calls generic ("United" for United Airlines,
+   "Southern" for Southern Company) and the first part of a hyphenated name ("Colgate"); the
+   symbol was asked for, so the post names one of its companies;
+5. only when 1-4 found nothing: the symbol in lower case as a word ("nvda", "btc"; three
    characters or more), which is how chat and StockTwits posts often write tickers.
 
 A symbol with no span gets none (the runtime then gives it the post's polarity, basis "post").
@@ -66,6 +73,44 @@ def short_names(name: str) -> list[str]:
     return [first] if distinctive else []
 
 
+# Generic first words that never name a company on their own, even when it was asked about.
+_NEVER_ALONE = frozenset(
+    "The First General New National International Global Universal Standard Capital Digital Advanced Applied "
+    "Public Great Real World Life Home Health Energy Power Water Food Foods Gold Silver Oil Gas Steel Second "
+    "Third Fourth Fifth Mid Old Community Citizens Investors Credit Federal Central Union Iron Air Sun Blue "
+    "Green Hotel Hotels Dollar".split()
+)
+_NAME_PART = re.compile(r"[^\W_]+", re.UNICODE)
+_MIN_LOOSE = 4
+
+
+def _key(name: str) -> str:
+    return "".join(_NAME_PART.findall(name)).lower()
+
+
+def _loose_forms(name: str) -> list[tuple[str, str]]:
+    """(key, regex) for the looser ways a post writes a company name (see the module doc)."""
+    out: list[tuple[str, str]] = []
+    parts = _NAME_PART.findall(name)
+    if sum(len(p) for p in parts) >= _MIN_LOOSE:
+        # Any case, and any run of spaces, dots or hyphens between the name's parts (or none).
+        flexible = r"[\s.\-]*".join(re.escape(p) for p in parts)
+        out.append((_key(name), r"(?<!\w)(?i:" + flexible + r")(?!\w)"))
+    words = _NAME_WORD.findall(name)
+    if len(words) >= 2:
+        if words[0] in _PREFIX_WORDS:
+            words = words[1:]
+        first = words[0].rstrip(".',") if words else ""
+        word = len(first) >= _MIN_LOOSE and first[0].isupper() and first.isalpha()
+        acronym = len(first) >= 3 and bool(re.fullmatch(r"[A-Z][A-Z&]*[A-Z]", first))  # "S&P", "AT&T"
+        if (word or acronym) and first not in _NEVER_ALONE:
+            out.append((_key(first), r"(?<!\w)" + re.escape(first) + r"(?!\w)"))
+    head = name.split("-", 1)[0].strip()
+    if "-" in name and len(head) >= 5 and head.isalpha() and head[0].isupper():
+        out.append((_key(head), r"(?<!\w)" + re.escape(head) + r"(?!\w)"))
+    return out
+
+
 def _variants(symbol: str) -> list[str]:
     """How a listing is written in text: BRK.B, BRK-B, BRK/B, BRK; IAG.L, IAG; BT-A.L, BT-A, BT."""
     out = [symbol]
@@ -101,6 +146,21 @@ class MentionFinder:
             if len(symbols) == 1 and short not in taken:
                 names[next(iter(symbols))].add(short)
         self._names = names
+        # Loose forms, keyed by their letters in lower case so that two symbols' identical forms
+        # (and a form that is another symbol's own name) share a key and an owner set.
+        loose: dict[str, dict[str, str]] = {}
+        for symbol, full in names.items():
+            for name in full:
+                for key, pattern in _loose_forms(name):
+                    loose.setdefault(symbol, {})[key] = pattern
+        loose_owners: dict[str, set[str]] = {}
+        for symbol, forms in loose.items():
+            for key in forms:
+                loose_owners.setdefault(key, set()).add(symbol)
+        self._loose_owners = loose_owners
+        self._loose = {
+            symbol: [(key, re.compile(pattern)) for key, pattern in forms.items()] for symbol, forms in loose.items()
+        }
         self._literal_regex = lru_cache(maxsize=4096)(self._compile_literal)
         self._lower_regex = lru_cache(maxsize=4096)(self._compile_lower)
 
@@ -121,10 +181,21 @@ class MentionFinder:
             spans = set(by_symbol.get(symbol, ()))
             spans.update(m.span() for m in self._literal_regex(symbol).finditer(text))
             if not spans:
+                spans.update(self._loose_spans(text, symbol, symbols))
+            if not spans:
                 lower = self._lower_regex(symbol)
                 if lower is not None:
                     spans.update(m.span() for m in lower.finditer(text))
             out.append(sorted(spans))
+        return out
+
+    def _loose_spans(self, text: str, symbol: str, asked: Sequence[str]) -> list[Span]:
+        others = set(asked) - {symbol}
+        out: list[Span] = []
+        for key, regex in self._loose.get(symbol, ()):
+            if self._loose_owners[key] & others:
+                continue  # another company asked about is named the same way: it names neither
+            out += [m.span() for m in regex.finditer(text)]
         return out
 
     def _compile_literal(self, symbol: str) -> re.Pattern[str]:

@@ -58,8 +58,21 @@ def test_a_short_name_counts_only_where_it_is_one_companys() -> None:
     )
     mini = MentionFinder(SymbolLinker(table))
     text = "Zephyr, Quorra and Nimbus all up"
-    # Zephyr is two companies' short form, Nimbus is another company's name: neither is taken.
-    assert _found(mini, text, ["ZLB", "ZMT", "QRS", "NCL"]) == [[], [], ["Quorra"], []]
+    # Zephyr is two companies' short form and both are asked about; Nimbus is another company's
+    # name, and that company is asked about too: neither word is taken.
+    assert _found(mini, text, ["ZLB", "ZMT", "QRS", "NCL", "NMB"]) == [[], [], ["Quorra"], [], ["Nimbus"]]
+    # Asked about one of them alone, a word that could be either names the one asked about.
+    assert _found(mini, text, ["ZLB", "NCL"]) == [["Zephyr"], ["Nimbus"]]
+
+
+def test_looser_names_of_the_one_company_asked_about(finder: MentionFinder) -> None:
+    text = "Dexcom slides while MercadoLibre jumps; D.R. Horton flat, Colgate up, United and American down"
+    assert _found(finder, text, ["DXCM", "MELI", "DHI", "CL", "UAL", "AAL"]) == [
+        ["Dexcom"], ["MercadoLibre"], ["D.R. Horton"], ["Colgate"], ["United"], ["American"]]
+    # Only when nothing better names the company: with its cashtag there, "United" is not added.
+    assert _found(finder, "$UAL up while United States yields rise", ["UAL"]) == [["$UAL"]]
+    # A generic word that never names a company alone is not taken ("General" for General Motors).
+    assert _found(finder, "General weakness today", ["GM"]) == [[]]
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,9 @@ the model needs the characters that refer to each one. For each requested symbol
    for Banco Santander, "Freeport" for Freeport McMoRan) when it is that one company's, which is
    how posts name a company;
 4. only when 1-3 found nothing: the looser ways a post names that one company, each used only
-   when no other symbol asked about could be meant by it: a name or alias in any case and with
-   any spacing or dots ("Dexcom" for DexCom, "MercadoLibre" for Mercado Libre, "D.R. Horton"),
+   when no other symbol asked about could be meant by it: a name or alias with any spacing or
+   dots, and in any case when it has six letters or more ("Dexcom" for DexCom, "MercadoLibre"
+   for Mercado Libre, "D.R. Horton"),
    a short form that several companies share ("Constellation" is Constellation Energy's and
    Constellation Brands'), a first word the table calls generic ("United" for United Airlines,
    "Southern" for Southern Company) and the first part of a hyphenated name ("Colgate"); the
@@ -82,20 +83,26 @@ _NEVER_ALONE = frozenset(
 )
 _NAME_PART = re.compile(r"[^\W_]+", re.UNICODE)
 _MIN_LOOSE = 4
+_MIN_ANY_CASE = 6
+_ANY_CASE = "(?i:"
 
 
 def _key(name: str) -> str:
     return "".join(_NAME_PART.findall(name)).lower()
 
 
-def _loose_forms(name: str) -> list[tuple[str, str]]:
+def _loose_forms(name: str, any_case: bool = True) -> list[tuple[str, str]]:
     """(key, regex) for the looser ways a post writes a company name (see the module doc)."""
     out: list[tuple[str, str]] = []
     parts = _NAME_PART.findall(name)
-    if sum(len(p) for p in parts) >= _MIN_LOOSE:
-        # Any case, and any run of spaces, dots or hyphens between the name's parts (or none).
+    letters = sum(len(p) for p in parts)
+    if letters >= _MIN_LOOSE:
+        # Any run of spaces, dots or hyphens between the name's parts (or none); any case too
+        # unless the name is short enough to be a word in lower case ("target", "visa").
         flexible = r"[\s.\-]*".join(re.escape(p) for p in parts)
-        out.append((_key(name), r"(?<!\w)(?i:" + flexible + r")(?!\w)"))
+        if any_case and letters >= _MIN_ANY_CASE:
+            flexible = _ANY_CASE + flexible + ")"
+        out.append((_key(name), r"(?<!\w)" + flexible + r"(?!\w)"))
     words = _NAME_WORD.findall(name)
     if len(words) >= 2:
         if words[0] in _PREFIX_WORDS:
@@ -148,19 +155,23 @@ class MentionFinder:
         self._names = names
         # Loose forms, keyed by their letters in lower case so that two symbols' identical forms
         # (and a form that is another symbol's own name) share a key and an owner set.
+        # A context alias is an ordinary word ("Target", "Delta"): never matched in any case. Where
+        # two of a symbol's names give the same key, the case-sensitive form wins.
+        common = set(table.context_aliases)
         loose: dict[str, dict[str, str]] = {}
         for symbol, full in names.items():
-            for name in full:
-                for key, pattern in _loose_forms(name):
-                    loose.setdefault(symbol, {})[key] = pattern
+            forms = loose.setdefault(symbol, {})
+            for name in sorted(full):
+                for key, pattern in _loose_forms(name, any_case=name not in common):
+                    if key not in forms or _ANY_CASE in forms[key]:
+                        forms[key] = pattern
         loose_owners: dict[str, set[str]] = {}
         for symbol, forms in loose.items():
             for key in forms:
                 loose_owners.setdefault(key, set()).add(symbol)
         self._loose_owners = loose_owners
-        self._loose = {
-            symbol: [(key, re.compile(pattern)) for key, pattern in forms.items()] for symbol, forms in loose.items()
-        }
+        self._loose = loose
+        self._loose_regexes = lru_cache(maxsize=4096)(self._compile_loose)
         self._literal_regex = lru_cache(maxsize=4096)(self._compile_literal)
         self._lower_regex = lru_cache(maxsize=4096)(self._compile_lower)
 
@@ -192,11 +203,14 @@ class MentionFinder:
     def _loose_spans(self, text: str, symbol: str, asked: Sequence[str]) -> list[Span]:
         others = set(asked) - {symbol}
         out: list[Span] = []
-        for key, regex in self._loose.get(symbol, ()):
+        for key, regex in self._loose_regexes(symbol):
             if self._loose_owners[key] & others:
                 continue  # another company asked about is named the same way: it names neither
             out += [m.span() for m in regex.finditer(text)]
         return out
+
+    def _compile_loose(self, symbol: str) -> list[tuple[str, re.Pattern[str]]]:
+        return [(key, re.compile(pattern)) for key, pattern in self._loose.get(symbol, {}).items()]
 
     def _compile_literal(self, symbol: str) -> re.Pattern[str]:
         variants = _variants(symbol)

@@ -73,6 +73,25 @@ def test_looser_names_of_the_one_company_asked_about(finder: MentionFinder) -> N
     assert _found(finder, "$UAL up while United States yields rise", ["UAL"]) == [["$UAL"]]
     # A generic word that never names a company alone is not taken ("General" for General Motors).
     assert _found(finder, "General weakness today", ["GM"]) == [[]]
+    # A short name stays case-sensitive: "target" in lower case is a price target, not Target.
+    assert _found(finder, "raised my price target again", ["TGT"]) == [[]]
+
+
+
+def test_an_ordinary_word_among_the_names_keeps_its_case() -> None:
+    from ingest.tickers import StopList, SymbolInfo
+
+    table = SymbolTable(
+        {"ANCR": SymbolInfo("ANCR", "Qorvex Anchorage Holdings", "NYSE", "equity", "test"),
+         "DXC": SymbolInfo("DXC", "Dexovia", "NYSE", "equity", "test")},
+        {"Dexovia": "DXC"}, {"Anchor": "ANCR"}, StopList(frozenset(), frozenset(), ()),
+    )
+    mini = MentionFinder(SymbolLinker(table))
+    # "Anchor" is a context alias (an ordinary word): capitalised it names the company, in lower
+    # case it is the word; a name that is no word matches in any case.
+    assert _found(mini, "Anchor up 5%", ["ANCR"]) == [["Anchor"]]
+    assert _found(mini, "we anchor on the guide", ["ANCR"]) == [[]]
+    assert _found(mini, "dexovia up 5%", ["DXC"]) == [["dexovia"]]
 
 
 @pytest.mark.parametrize(

@@ -54,8 +54,9 @@ class DetectorSettings:
     max_concentration: float = 300.0
     # the usual volume needs this many minutes at this clock time on previous days
     min_volume_history_minutes: int = 30
-    # the last hours before the guard set the level of the time-of-day baseline (0: off)
-    recent_level_minutes: int = 180
+    # the last hours before the guard set the level of the time-of-day baseline (0: off); 2 hours
+    # chosen on the tuning families with the share wandering within hours (alert_bench --tuning)
+    recent_level_minutes: int = 120
     recent_level_prior: float = 30.0  # expected negatives of pseudo-evidence for "as before"
     # how far the level may scale the share down and up
     min_recent_level: float = 0.5

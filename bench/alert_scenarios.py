@@ -67,6 +67,7 @@ class Mood:
     swing: float = 0.35  # largest time-of-day swing
     daily_drift_sd: float = 0.1  # day-to-day change (random walk)
     intraday_drift_sd: float = 0.07  # slow drift within a day (AR(1) over 4 hours)
+    intraday_tau_minutes: float = 240.0  # that drift's memory
     overdispersion: float = 600.0  # Beta concentration of the per-minute share
     # re-ratings: at random times (per day) the share steps to a new level and stays there
     shifts_per_day: float = 0.0
@@ -137,6 +138,18 @@ FAMILIES: dict[str, Family] = {
             mood=Mood(swing=0.6, daily_drift_sd=0.2),
             model=((0.25, 0.45, 0.30), 1.0),
         ),
+        # a tuning family written this round, after the held-out drifting family's false alerts
+        # (a share that moves within hours) were seen: settings for following a moving share are
+        # chosen here, not on drifting or regimes
+        Family(
+            "wander",
+            "the share wanders within hours (90-minute memory) on top of a time-of-day cycle and a drift "
+            "from day to day, mid-sized and thin tickers, volume bursts and positive spikes as decoys",
+            volume=Volume(thin=15, busy_rate=(0.7, 0.8)),
+            mood=Mood(swing=0.4, daily_drift_sd=0.2, intraday_drift_sd=0.2, intraday_tau_minutes=90.0),
+            spikes=Spikes(onsets=(("step", 0.4), ("ramp", 0.3), ("bursts", 0.3))),
+            decoys=Decoys(volume_bursts=0.6, positive_spikes=0.5),
+        ),
         Family(
             "trading-hours",
             "posts during trading hours, near-empty nights and weekends, market-wide sell-offs, many thin tickers",
@@ -185,8 +198,8 @@ FAMILIES: dict[str, Family] = {
     )
 }
 # Settings are chosen on these (and seeds 101, 102); the others, and seeds 1-3, are held out.
-TUNING_FAMILIES = ("newsroom", "ramps")
-HELD_OUT_FAMILIES = ("trading-hours", "social", "drifting")
+TUNING_FAMILIES = ("newsroom", "ramps", "wander")
+HELD_OUT_FAMILIES = ("trading-hours", "social", "drifting", "regimes")
 
 
 @dataclass(frozen=True)
@@ -349,12 +362,12 @@ def _shares(rng: np.random.Generator, family: Family, minutes: int) -> tuple[Flo
         _logit(base_neg)
         + swing * np.sin(2 * np.pi * (hour - phase) / 24.0)
         + daily
-        + _ar1(rng, minutes, family.mood.intraday_drift_sd, 240.0)
+        + _ar1(rng, minutes, family.mood.intraday_drift_sd, family.mood.intraday_tau_minutes)
     )
     if family.mood.shifts_per_day > 0:  # drawn only here: the other families' streams stay as they were
         at = rng.random(minutes) < family.mood.shifts_per_day / MINUTES_PER_DAY
         neg_logit = neg_logit + np.cumsum(np.where(at, rng.normal(0.0, family.mood.shift_sd, minutes), 0.0))
-    pos_logit = _logit(base_pos) + _ar1(rng, minutes, family.mood.intraday_drift_sd, 240.0)
+    pos_logit = _logit(base_pos) + _ar1(rng, minutes, family.mood.intraday_drift_sd, family.mood.intraday_tau_minutes)
     neg, pos = _expit(neg_logit), _expit(pos_logit)
     return neg, np.minimum(pos, 0.95 - neg)
 

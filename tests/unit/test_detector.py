@@ -182,7 +182,7 @@ def test_a_share_that_steps_to_a_new_level_is_the_new_normal_within_hours() -> N
         fired = replay({"RERA": shape}, step_at + 2 * DAY, settings)
         return [a for a in of_kind(fired, NEGATIVE_SPIKE) if a.fired_at >= at(step_at + 6 * 60)]
 
-    following = DetectorSettings(recent_level_minutes=180)
+    following = DetectorSettings()
     assert after_six_hours(following) == []
     # a baseline of the same clock time on previous days keeps calling the new level a spike
     assert len(after_six_hours(DetectorSettings(recent_level_minutes=0))) >= 3

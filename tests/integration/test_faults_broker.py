@@ -104,7 +104,9 @@ def test_broker_restart_under_load_loses_nothing_acknowledged(
         scorer_back_s = time.monotonic() - restarted
         wait_for(lambda: stream.count() >= acked_at_crash + 200, 60, "the producer to get acks again")
         posts = stream.stop()
-        wait_for(lambda: distinct_ids(store) >= len(posts), 60, f"all {len(posts)} acknowledged posts to be stored")
+        # a liveness bound, not a speed check: on a loaded 2-core CI machine the group's recovery
+        # after the broker's restart once took longer than 60 s; a lost post still fails
+        wait_for(lambda: distinct_ids(store) >= len(posts), 150, f"all {len(posts)} acknowledged posts to be stored")
         assert scorer.alive(), "the scorer loop died with the broker"
     finally:
         stream.stop()

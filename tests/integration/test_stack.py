@@ -451,14 +451,24 @@ def test_posts_from_a_file_become_an_e_mailed_alert_through_the_composed_service
             )[0]
             assert "negative-spike" in str(message["Subject"])
             assert message["To"] == "analysts@example.com"
-            fired = store.query(
-                "SELECT symbol, kind, status FROM moodwire.alerts WHERE symbol = %(s)s", {"s": SPIKE_SYMBOL}
-            ).rows
-            assert ("BA", "negative-spike", "firing") in fired
-            delivered = store.query(
-                "SELECT channel, outcome FROM moodwire.alert_deliveries WHERE outcome = 'sent'"
-            ).rows
-            assert ("email", "sent") in delivered
+            # The rows are written once the SMTP server has taken the message, so the e-mail can
+            # be in the inbox a moment before they are: wait for them, do not race them.
+            until(
+                lambda: ("BA", "negative-spike", "firing") in store.query(
+                    "SELECT symbol, kind, status FROM moodwire.alerts WHERE symbol = %(s)s", {"s": SPIKE_SYMBOL}
+                ).rows,
+                "the alert's row",
+                30,
+                lambda: running.log("alert"),
+            )
+            until(
+                lambda: ("email", "sent") in store.query(
+                    "SELECT channel, outcome FROM moodwire.alert_deliveries WHERE outcome = 'sent'"
+                ).rows,
+                "the e-mail's delivery row",
+                30,
+                lambda: running.log("alert"),
+            )
         finally:
             store.close()
 

@@ -57,19 +57,26 @@ _PREFIX_WORDS = frozenset({"The", "Banco", "Banque", "Grupo", "Groupe", "Compagn
 _NAME_WORD = re.compile(r"[^\s/,]+")
 
 
+def _first_word(name: str) -> str:
+    """The first word of a company name of two words or more, past a prefix ("Banco Santander" is
+    Santander), as written; "" for a one-word name."""
+    words = _NAME_WORD.findall(name)
+    if len(words) < 2:
+        return ""
+    if words[0] in _PREFIX_WORDS:
+        words = words[1:]
+    return words[0] if words else ""
+
+
 def short_names(name: str) -> list[str]:
     """The first distinctive word of a company name: "Abbott Laboratories" -> Abbott, "The Travelers
     Companies" -> Travelers, "Banco Santander" -> Santander, "KLA Corporation" -> KLA; [] for a
     one-word name (it is its own short form) or a generic first word ("General Motors",
     "American Airlines": only the full name is specific)."""
-    words = _NAME_WORD.findall(name)
-    if len(words) < 2:
+    word = _first_word(name)
+    if not word or word in _GENERIC_WORDS:
         return []
-    if words[0] in _PREFIX_WORDS:
-        words = words[1:]  # "Banco Santander" is Santander
-    if not words or words[0] in _GENERIC_WORDS:
-        return []
-    first = words[0].rstrip(".'")
+    first = word.rstrip(".'")
     distinctive = (len(first) >= 4 and first[0].isupper()) or (len(first) >= 2 and first.isupper())
     return [first] if distinctive else []
 
@@ -103,11 +110,8 @@ def _loose_forms(name: str, any_case: bool = True) -> list[tuple[str, str]]:
         if any_case and letters >= _MIN_ANY_CASE:
             flexible = _ANY_CASE + flexible + ")"
         out.append((_key(name), r"(?<!\w)" + flexible + r"(?!\w)"))
-    words = _NAME_WORD.findall(name)
-    if len(words) >= 2:
-        if words[0] in _PREFIX_WORDS:
-            words = words[1:]
-        first = words[0].rstrip(".',") if words else ""
+    first = _first_word(name).rstrip(".'")  # the name's words never hold a comma
+    if first:
         word = len(first) >= _MIN_LOOSE and first[0].isupper() and first.isalpha()
         acronym = len(first) >= 3 and bool(re.fullmatch(r"[A-Z][A-Z&]*[A-Z]", first))  # "S&P", "AT&T"
         if (word or acronym) and first not in _NEVER_ALONE:

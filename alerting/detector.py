@@ -20,7 +20,11 @@ The method, in one place:
   under that baseline. Its concentration is the evidence behind the baseline, capped at
   `max_concentration`: a thin symbol's baseline is uncertain, and a busy symbol's share wanders a
   little from minute to minute, so a large volume burst with an unchanged share is not
-  "significant" the way it is under a plain binomial test.
+  "significant" the way it is under a plain binomial test. How much it wanders is measured
+  too: each closing bin's share as the baseline predicted it is compared, once the bin leaves
+  the guard, with what the bin held; the spread beyond the binomial (method of moments over
+  about a day, pulled towards the cap by `wander_prior_weight`; off by default) lowers the
+  concentration of a symbol whose share moves within hours in ways the baseline does not foresee.
 * Probability evidence (`evidence = "probabilities"`): the same test on s instead of k, against
   the baseline of P(negative). A calibrated P(negative) varies less from story to story than a
   label does, so each story carries more evidence: the test counts s and n as r * s "negatives"
@@ -109,10 +113,13 @@ def minute_arrays(state: DetectorState, minute: datetime, counts: Iterable[Minut
     return state.arrays(rows, to_epoch_minute(minute))
 
 
-def observe(state: DetectorState, minute: datetime, counts: Iterable[MinuteCounts]) -> None:
+def observe(
+    state: DetectorState, minute: datetime, counts: Iterable[MinuteCounts], settings: DetectorSettings | None = None
+) -> None:
     """Record one complete minute without evaluating it (warm-up from stored history).
 
-    Minutes must come in order; skipped minutes count as minutes without posts.
+    Minutes must come in order; skipped minutes count as minutes without posts. With
+    `settings`, closing bins also get their predicted share (for measured wander).
     """
     t = to_epoch_minute(minute)
     if state.last_minute is not None and t <= state.last_minute:
@@ -121,7 +128,25 @@ def observe(state: DetectorState, minute: datetime, counts: Iterable[MinuteCount
     if state.last_minute is not None:
         for gap in range(state.last_minute + 1, t):
             state.record(gap, None)
+            _predict_bin(state, settings, gap)
     state.record(t, arrays)
+    _predict_bin(state, settings, t)
+
+
+def _predict_bin(state: DetectorState, settings: DetectorSettings | None, t: int) -> None:
+    """When minute t closes a bin, remember the share the baseline expects of that bin (what
+    measured wander compares the bin with once it leaves the guard)."""
+    b = state.bin_minutes
+    if settings is None or settings.wander_prior_weight == 0 or (t + 1) % b or not state.symbols:
+        return
+    windows = _evaluated_windows(settings)
+    if b not in windows:
+        windows = (b,)
+    state.predict(t // b, _baseline_of(state, settings, windows, t).share[:, windows.index(b)])
+
+
+def _evaluated_windows(settings: DetectorSettings) -> tuple[int, ...]:
+    return tuple(sorted({*settings.windows, *settings.volume_windows}))
 
 
 def step(
@@ -132,7 +157,7 @@ def step(
 ) -> list[Alert]:
     """Record the complete minute starting at `minute` and return the alerts it raises."""
     state.check(settings)
-    observe(state, minute, counts)
+    observe(state, minute, counts, settings)
     return evaluate(state, settings)
 
 
@@ -220,6 +245,9 @@ def baseline(state: DetectorState, settings: DetectorSettings, windows: tuple[in
         return clipped
 
     concentration = np.minimum(settings.max_concentration, day_total + settings.prior_posts)
+    if settings.wander_prior_weight > 0:
+        rho = state.wander_share_variance(1.0 / (settings.max_concentration + 1.0), settings.wander_prior_weight)
+        concentration = np.minimum(concentration, 1.0 / rho - 1.0)
     # minutes left out as spike minutes are not "quiet minutes with no posts"
     minutes = over_windows(state.bin_kept)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -276,7 +304,7 @@ def evaluate(
     selected = np.arange(len(state.symbols)) if rows is None else np.asarray(rows, dtype=np.int64)
     params = _Params(state.params(settings), selected)
     # one pass over every window either test uses; each test takes its columns
-    windows = tuple(sorted({*settings.windows, *settings.volume_windows}))
+    windows = _evaluated_windows(settings)
     sums = state.window_sums(windows, pending, selected)
     base = _select_baseline(_baseline_of(state, settings, windows, t), selected)
     found = _negative_spikes(settings.windows, *_columns(windows, settings.windows, sums, base), params, settings.evidence)

@@ -8,7 +8,11 @@
 * per symbol, exponentially weighted moments of the minute sums of P(negative) over about a
   day: how much a story's probability varies, for probability evidence;
 * for the last `late_horizon_minutes`, what was read per bin, so that posts arriving after
-  their minute left the ring (late posts) can still be added to the baseline, once.
+  their minute left the ring (late posts) can still be added to the baseline, once;
+* per symbol, how far the baseline's own predictions of its bins missed (the share each bin
+  was predicted to have when it closed, settled once the bin leaves the guard), as
+  exponentially weighted sums over about a day: how much the share wanders beyond what the
+  baseline foresees.
 
 Rebuild it after a restart by recording the stored per-minute counts of the last
 `baseline_days` days (what is lost is only which old minutes were spike minutes).
@@ -34,6 +38,9 @@ IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 _NO_BIN = -(10**12)
+# A settled bin's squared standardized miss counts at most this much (4 sd): one spike the
+# detector missed must not make a symbol look wandering for a day.
+WANDER_CLIP = 16.0
 T = TypeVar("T")
 
 
@@ -139,6 +146,13 @@ class DetectorState:
         self.read_expected = np.zeros((0, self.late_bins))
         self.read_minutes = np.zeros(self.late_bins)  # minutes moved into each bin so far
         self.read_ids = np.full(self.late_bins, _NO_BIN, dtype=np.int64)
+        # the share predicted for each bin as it closed, until the bin leaves the guard (0: none)
+        self.prediction_slots = -(-settings.guard_minutes // settings.bin_minutes) + 3
+        self.predicted = np.zeros((0, self.prediction_slots))
+        self.predicted_ids = np.full(self.prediction_slots, _NO_BIN, dtype=np.int64)
+        # decayed (about a day of bins) sums of (n - 1) * (z^2 - 1) and (n - 1)^2 over settled bins
+        self.wander = np.zeros((0, 2))
+        self.wander_decay = math.exp(-1.0 / self.bins_per_day)
         self._params_for: tuple[int, int] | None = None
         self._params: dict[str, npt.NDArray[Any]] = {}
         self._bins_key: tuple[int, int] | None = None
@@ -178,7 +192,7 @@ class DetectorState:
         for f in (
             "total", "negative", "expected", "cum_total", "cum_negative", "cum_expected", "in_spike",
             "bin_total", "bin_negative", "bin_expected", "bin_kept", "moments",
-            "read_total", "read_negative", "read_expected",
+            "read_total", "read_negative", "read_expected", "predicted", "wander",
         ):
             old = getattr(self, f)
             setattr(self, f, np.concatenate([old, np.zeros((n, old.shape[1]), old.dtype)]))
@@ -272,6 +286,39 @@ class DetectorState:
             self.read_minutes[rslot] = 0.0
         _accumulate((self.read_total, self.read_negative, self.read_expected), self.read_ids, rslot, b, (n, k, s))
         self.read_minutes[rslot] += 1
+        if (u + 1) % self.bin_minutes == 0:
+            self._settle(b)
+
+    def predict(self, bin_id: int, share: FloatArray) -> None:
+        """The share the baseline expected of bin `bin_id` when it closed, per symbol; settled
+        against the bin's counts when the bin leaves the guard (spike minutes known by then)."""
+        slot = bin_id % self.prediction_slots
+        self.predicted[:, slot] = share
+        self.predicted_ids[slot] = bin_id
+
+    def _settle(self, b: int) -> None:
+        """Bin b left the guard: add how far its prediction missed to each symbol's wander sums
+        (whole bins with 2+ stories and no spike minute only)."""
+        slot, bslot = b % self.prediction_slots, b % self.n_bins
+        if self.predicted_ids[slot] != b or self.bin_ids[bslot] != b:
+            return
+        self.predicted_ids[slot] = _NO_BIN
+        p = self.predicted[:, slot]
+        n, k = self.bin_total[:, bslot], self.bin_negative[:, bslot]
+        settled = (self.bin_kept[:, bslot] == self.bin_minutes) & (n >= 2) & (p > 0) & (p < 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z2 = np.minimum((k - n * p) ** 2 / (n * p * (1 - p)), WANDER_CLIP)
+        self.wander *= self.wander_decay
+        self.wander[settled, 0] += ((n - 1) * (z2 - 1))[settled]
+        self.wander[settled, 1] += ((n - 1) ** 2)[settled]
+
+    def wander_share_variance(self, prior: float, prior_weight: float) -> FloatArray:
+        """Per symbol, the share's variance beyond the binomial as a fraction of p(1 - p) (a
+        beta-binomial's 1 / (concentration + 1)), estimated from the settled bins by moments
+        and pulled towards `prior` with `prior_weight` (in the units of sum (n - 1)^2)."""
+        a, w = self.wander[:, 0], self.wander[:, 1]
+        rho: FloatArray = np.clip((a + prior * prior_weight) / (w + prior_weight), 1e-6, 1.0)
+        return rho
 
     def late_span(self) -> tuple[int, int] | None:
         """Minutes [first, last] that left the guard zone and are still in the read record,

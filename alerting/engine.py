@@ -199,7 +199,7 @@ class DetectionEngine:
         first = source.earliest_minute(warm_until - history)
         if first is not None and first <= warm_until:
             for minute, counts in self._read(source, first, warm_until):
-                observe(self.detector, minute, counts)
+                observe(self.detector, minute, counts, self.detector_settings)
         return True
 
     def _read(self, source: CountsSource, first: datetime, last: datetime) -> Iterator[tuple[datetime, list[MinuteCounts]]]:

@@ -17,6 +17,7 @@ from alerting.detector import (
     DetectorSettings,
     DetectorState,
     SymbolSettings,
+    baseline,
     observe,
     step,
 )
@@ -65,7 +66,7 @@ def replay(
     for i in range(minutes):
         rows = [counts(rng, symbol, i, shape(i)) for symbol, shape in shapes.items()]
         if i < HISTORY_DAYS * DAY:
-            observe(state, at(i), rows)
+            observe(state, at(i), rows, settings)
             continue
         alerts = step(state, at(i), rows, settings)
         if alerts:
@@ -165,9 +166,9 @@ def test_time_of_day_baseline_expects_a_gloomier_night() -> None:
 
     fired = replay({"NITE": shape}, 6 * DAY)
     assert of_kind(fired, NEGATIVE_SPIKE) == []
-    # without the time of day (nor the recent level, which follows so slow a cycle too) the same
-    # nights look like spikes
-    blind = DetectorSettings(time_of_day_prior_posts=1e12, recent_level_minutes=0)
+    # without the time of day (nor the recent level, which follows so slow a cycle too, nor
+    # measured wander, which learns that the baseline misses it) the same nights look like spikes
+    blind = DetectorSettings(time_of_day_prior_posts=1e12, recent_level_minutes=0, wander_prior_weight=0)
     assert len(of_kind(replay({"NITE": shape}, 4 * DAY, blind), NEGATIVE_SPIKE)) > 10
 
 
@@ -185,7 +186,8 @@ def test_a_share_that_steps_to_a_new_level_is_the_new_normal_within_hours() -> N
     following = DetectorSettings()
     assert after_six_hours(following) == []
     # a baseline of the same clock time on previous days keeps calling the new level a spike
-    assert len(after_six_hours(DetectorSettings(recent_level_minutes=0))) >= 3
+    # (measured wander off: it would learn the misses too, more slowly)
+    assert len(after_six_hours(DetectorSettings(recent_level_minutes=0, wander_prior_weight=0))) >= 3
     # ... and a real spike on top of the new level is still found, against the new level
     spike = Regime(rate=20.0, negative=0.8, positive=0.1)
     onset = step_at + DAY
@@ -247,3 +249,44 @@ def test_minute_counts_validate() -> None:
         MinuteCounts("A", datetime(2024, 1, 1), 1, 1, 0, 0)
     with pytest.raises(ValueError):
         MinuteCounts("A", at(0), 1, 1, 1, 0)
+
+
+def test_measured_wander_trusts_a_share_that_moves_within_hours_less() -> None:
+    # two equally busy symbols at 25% negative; one's share wanders (AR(1) in log-odds, sd 0.35,
+    # an hour's memory) in a way no time-of-day baseline can foresee
+    settings = DetectorSettings(wander_prior_weight=50_000)
+    rng = np.random.default_rng(3)
+    state = DetectorState(settings)
+    memory, wander = math.exp(-1 / 60), 0.0
+    for i in range(2 * DAY):
+        wander = memory * wander + math.sqrt(1 - memory**2) * 0.35 * rng.standard_normal()
+        share = 1 / (1 + math.exp(-(math.log(0.25 / 0.75) + wander)))
+        rows = [counts(rng, "CALM", i, Regime(8.0, 0.25)), counts(rng, "MOODY", i, Regime(8.0, share))]
+        observe(state, at(i), rows, settings)
+    concentration = dict(zip(state.symbols, baseline(state, settings, (10,)).concentration))
+    # the spread beyond the binomial is about 0.35^2 * 0.75 * 0.25 / (0.25 * 0.75): a concentration near 40
+    assert 20 < concentration["MOODY"] < 80
+    assert concentration["CALM"] > 200
+    # off: both get the cap
+    off = DetectorSettings(wander_prior_weight=0)
+    assert set(baseline(state, off, (10,)).concentration) == {off.max_concentration}
+
+
+def test_measured_wander_leaves_spike_minutes_out() -> None:
+    # a steady symbol with one detected 20-minute spike a day: the spike is not "wander"
+    settings = DetectorSettings(wander_prior_weight=50_000)
+    spike = Regime(rate=30.0, negative=0.8, positive=0.1)
+    onset = HISTORY_DAYS * DAY + 10 * 60
+
+    def shape(i: int) -> Regime:
+        return spike if onset <= i < onset + 20 else Regime(8.0, 0.25)
+
+    rng = np.random.default_rng(5)
+    state = DetectorState(settings)
+    for i in range(onset + 6 * 60):
+        rows = [counts(rng, "ACME", i, shape(i))]
+        if i < HISTORY_DAYS * DAY:
+            observe(state, at(i), rows, settings)
+        else:
+            step(state, at(i), rows, settings)
+    assert baseline(state, settings, (10,)).concentration[0] > 200

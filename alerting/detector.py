@@ -246,8 +246,7 @@ def baseline(state: DetectorState, settings: DetectorSettings, windows: tuple[in
 
     concentration = np.minimum(settings.max_concentration, day_total + settings.prior_posts)
     if settings.wander_prior_weight > 0:
-        rho = state.wander_share_variance(1.0 / (settings.max_concentration + 1.0), settings.wander_prior_weight)
-        concentration = np.minimum(concentration, 1.0 / rho - 1.0)
+        concentration = np.minimum(concentration, wander_concentration(state, settings))
     # minutes left out as spike minutes are not "quiet minutes with no posts"
     minutes = over_windows(state.bin_kept)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -259,6 +258,18 @@ def baseline(state: DetectorState, settings: DetectorSettings, windows: tuple[in
         probability_share=time_of_day_share(state.bin_expected),
         information_gain=information_gain(state, settings),
     )
+
+
+def wander_concentration(state: DetectorState, settings: DetectorSettings) -> FloatArray:
+    """Per symbol, the beta-binomial concentration its measured wander allows: the share's
+    variance beyond the binomial as a fraction of p(1 - p) (1 / (concentration + 1)), estimated
+    from the settled bins by moments and pulled towards the cap's by `wander_prior_weight` (in
+    the units of sum (n - 1)^2)."""
+    excess, weight = state.wander[:, 0], state.wander[:, 1]
+    prior, prior_weight = 1.0 / (settings.max_concentration + 1.0), settings.wander_prior_weight
+    rho = np.clip((excess + prior * prior_weight) / (weight + prior_weight), 1e-6, 1.0)
+    concentration: FloatArray = 1.0 / rho - 1.0
+    return concentration
 
 
 def information_gain(state: DetectorState, settings: DetectorSettings) -> FloatArray:

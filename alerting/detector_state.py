@@ -312,14 +312,6 @@ class DetectorState:
         self.wander[settled, 0] += ((n - 1) * (z2 - 1))[settled]
         self.wander[settled, 1] += ((n - 1) ** 2)[settled]
 
-    def wander_share_variance(self, prior: float, prior_weight: float) -> FloatArray:
-        """Per symbol, the share's variance beyond the binomial as a fraction of p(1 - p) (a
-        beta-binomial's 1 / (concentration + 1)), estimated from the settled bins by moments
-        and pulled towards `prior` with `prior_weight` (in the units of sum (n - 1)^2)."""
-        a, w = self.wander[:, 0], self.wander[:, 1]
-        rho: FloatArray = np.clip((a + prior * prior_weight) / (w + prior_weight), 1e-6, 1.0)
-        return rho
-
     def late_span(self) -> tuple[int, int] | None:
         """Minutes [first, last] that left the guard zone and are still in the read record,
         from the start of a bin (or the first minute seen)."""

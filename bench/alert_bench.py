@@ -42,13 +42,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-from collections import Counter
 import sys
 import time
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -192,8 +193,34 @@ def _quantile(values: list[float], q: float) -> float:
     return float(np.quantile(np.asarray(values), q, method="inverted_cdf"))
 
 
-def fired(stream: Stream, notes: list[Notification]) -> list[Fired]:
-    start = stream.family.start.timestamp()
+class TruthEvent(Protocol):
+    """What scoring needs of a stream's events (bench.alert_scenarios and bench.outside_streams)."""
+
+    symbol: str
+    kind: str
+    onset: int  # minutes from the stream's start
+    minutes: int
+    qualifies: bool
+    selloff: int | None
+
+
+class ScoredStream(Protocol):
+    """What scoring needs of a stream: its truth, its start and what is scored."""
+
+    @property
+    def events(self) -> Sequence[TruthEvent]: ...
+    @property
+    def thin(self) -> Sequence[str]: ...
+    @property
+    def start(self) -> datetime: ...
+    @property
+    def evaluation_start(self) -> int: ...
+    @property
+    def evaluated_symbol_days(self) -> float: ...
+
+
+def fired(stream: ScoredStream, notes: list[Notification]) -> list[Fired]:
+    start = stream.start.timestamp()
     return [
         Fired(
             a.symbol,
@@ -208,7 +235,7 @@ def fired(stream: Stream, notes: list[Notification]) -> list[Fired]:
     ]
 
 
-def score(stream: Stream, alerts: list[Fired]) -> Score:
+def score(stream: ScoredStream, alerts: list[Fired]) -> Score:
     alerts = [a for a in alerts if a.minute > stream.evaluation_start]
     spikes = [e for e in stream.events if e.kind == "negative-spike"]
     decoys = [e for e in stream.events if e.kind != "negative-spike"]
@@ -247,7 +274,7 @@ def score(stream: Stream, alerts: list[Fired]) -> Score:
     return result
 
 
-def _cause(stream: Stream, decoys: list[Any], alert: Fired) -> str:
+def _cause(stream: ScoredStream, decoys: list[Any], alert: Fired) -> str:
     for event in decoys:
         if event.symbol == alert.symbol and event.onset < alert.minute <= event.onset + event.minutes + 30:
             return str(event.kind)
@@ -341,7 +368,9 @@ _ORACLE_KEYS = {"qualifying_spikes", "recall", "median_delay_min", "p90_delay_mi
 
 
 def print_table(title: str, summary: dict[str, Any], echo: Any = print) -> None:
-    columns = [*summary["variants"].items(), ("oracle", summary["oracle_bound"])]
+    # streams without an oracle (bench.outside_streams) print the variants only
+    oracle_column = [("oracle", summary["oracle_bound"])] if "oracle_bound" in summary else []
+    columns = [*summary["variants"].items(), *oracle_column]
     echo(f"\n{title}")
     echo(f"{'metric':<25}" + "".join(f"{name:>22}" for name, _ in columns) + f"{'target':>10}")
     for label, key, target in _ROWS:
@@ -351,6 +380,8 @@ def print_table(title: str, summary: dict[str, Any], echo: Any = print) -> None:
         echo(f"{label:<25}{cells}{target:>10}")
     for name, col in summary["variants"].items():
         echo(f"false alerts by cause, {name}: {col['false_by_cause']}")
+    if "oracle_curve" not in summary:
+        return
     echo("oracle by alpha (recall, median, p90, within 3 min): " + "; ".join(
         f"{alpha}: {_fmt(o['recall'])}, {_fmt(o['median_delay_min'])}, {_fmt(o['p90_delay_min'])}, {_fmt(o['within_3_min'])}"
         for alpha, o in summary["oracle_curve"].items()))

@@ -235,6 +235,10 @@ class Stream:
         return self.family.days * MINUTES_PER_DAY
 
     @property
+    def start(self) -> datetime:
+        return self.family.start
+
+    @property
     def evaluation_start(self) -> int:
         return self.family.warmup_days * MINUTES_PER_DAY
 

@@ -329,7 +329,7 @@ def run_seed(family: str, seed: int, chosen: dict[str, Variant], tick_s: float, 
     return SeedRun(family, seed, table.read, scores, seconds, late, curve)
 
 
-def _pool(scores: list[Score]) -> Score:
+def pool(scores: list[Score]) -> Score:
     out = Score()
     for s in scores:
         out = out.merge(s)
@@ -338,10 +338,10 @@ def _pool(scores: list[Score]) -> Score:
 
 def summarise(runs: list[SeedRun], names: list[str]) -> dict[str, Any]:
     return {
-        "variants": {name: _pool([r.scores[name] for r in runs]).summary() for name in names},
-        "oracle_bound": _pool([r.oracle_curve[ORACLE_ALPHA] for r in runs]).summary(),
+        "variants": {name: pool([r.scores[name] for r in runs]).summary() for name in names},
+        "oracle_bound": pool([r.oracle_curve[ORACLE_ALPHA] for r in runs]).summary(),
         "oracle_curve": {
-            str(alpha): {k: v for k, v in _pool([r.oracle_curve[alpha] for r in runs]).summary().items()
+            str(alpha): {k: v for k, v in pool([r.oracle_curve[alpha] for r in runs]).summary().items()
                          if k in ("recall", "median_delay_min", "p90_delay_min", "within_3_min")}
             for alpha in ORACLE_CURVE
         },

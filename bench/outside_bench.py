@@ -32,7 +32,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from alerting import backtest
-from bench.alert_bench import Score, Variant, custom_variant, fired, print_table, score, variants
+from bench.alert_bench import Score, Variant, custom_variant, fired, pool, print_table, score, variants
 from bench.outside_streams import OUTSIDE_FAMILIES, OutsideStream, generate
 from moodwire.config import Settings
 
@@ -65,13 +65,7 @@ def run(family: str, seed: int, chosen: dict[str, Variant], tick_s: float, days:
 
 
 def pooled(scores: list[dict[str, Score]], names: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {"variants": {}}
-    for name in names:
-        total = Score()
-        for s in scores:
-            total = total.merge(s[name])
-        out["variants"][name] = total.summary()
-    return out
+    return {"variants": {name: pool([s[name] for s in scores]).summary() for name in names}}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,7 @@ from alerting.detector_settings import DetectorSettings
 from alerting.engine import BinCounts, DetectionEngine, EngineSettings, Watermark
 from alerting.lifecycle import AlertState, LifecycleSettings, Notification
 from alerting.series import MinuteCounts
-from moodwire.counting import MinuteTotals, StoryTally, TickerVote, is_counted, votes_of
+from moodwire.counting import MinuteTotals, StoryTally, TickerVote, is_counted, story_key, votes_of
 from moodwire.schema import parse_timestamp
 
 _MAX_EXAMPLE_TEXT = 280
@@ -55,7 +55,7 @@ class PostTable:
 
     arrivals: list[Arrival] = field(default_factory=list)
     # symbol -> negative counted posts as (epoch minute, stance score, id, text, published_at)
-    negatives: dict[str, list[tuple[int, float, str, str, str]]] = field(default_factory=lambda: defaultdict(list))
+    negatives: dict[str, list[tuple[int, float, str, str, str, str]]] = field(default_factory=lambda: defaultdict(list))
     read: int = 0
     duplicates: int = 0
     invalid: int = 0
@@ -121,7 +121,9 @@ def read_posts(lines: Iterable[str], keep_problems: int = 5) -> PostTable:
         text = str(post.get("text") or "")[:_MAX_EXAMPLE_TEXT]
         for vote in votes:
             if vote.stance == "negative" and vote.symbol:
-                table.negatives[vote.symbol].append((minute, vote.score, post_id, text, published))
+                table.negatives[vote.symbol].append(
+                    (minute, vote.score, post_id, text, published, story_key(post_id, post.get("story_id")))
+                )
     table.arrivals.sort(key=lambda a: (a.arrived, a.post_id))
     for posts in table.negatives.values():
         posts.sort(key=lambda p: p[0])
@@ -155,7 +157,7 @@ class ArrivalReplay:
         self._latest_published: datetime | None = None
         self._latest_arrival: datetime | None = None
         self._minutes: set[int] = set()
-        self._counts: dict[int, list[MinuteCounts]] = {}  # per minute, until a post arrives for it
+        self._counts: dict[int, list[MinuteCounts]] = {}  # per minute, until a post changes it
         # bins with minutes that changed since bin_counts last reported them
         self._changed_bins: dict[int, set[int]] = defaultdict(set)
 
@@ -165,11 +167,12 @@ class ArrivalReplay:
         while self._next < len(self._arrivals) and self._arrivals[self._next].arrived <= moment:
             post = self._arrivals[self._next]
             self._tally.add(post.post_id, post.published_at, post.votes, story_id=post.story_id)
-            minute = int(post.published_at.timestamp()) // 60
-            self._minutes.add(minute)
-            self._counts.pop(minute, None)
-            for bin_minutes, changed in self._changed_bins.items():
-                changed.add(minute // bin_minutes)
+            self._minutes.add(int(post.published_at.timestamp()) // 60)
+            # its own minute, and the minute of a later copy of its story it now precedes
+            for minute in self._tally.take_changed():
+                self._counts.pop(minute, None)
+                for bin_minutes, changed in self._changed_bins.items():
+                    changed.add(minute // bin_minutes)
             if self._latest_published is None or post.published_at > self._latest_published:
                 self._latest_published = post.published_at
             self._latest_arrival = datetime.fromtimestamp(post.arrived, UTC)
@@ -292,20 +295,14 @@ def with_examples(alert: Alert, table: PostTable, limit: int) -> Alert:
     end = int(alert.fired_at.timestamp() - 1) // 60 + 1  # the minute that holds fired_at, included
     lo = bisect_left(posts, start, key=lambda p: p[0])
     hi = bisect_left(posts, end, key=lambda p: p[0])
-    chosen = sorted(posts[lo:hi], key=lambda p: (p[1], p[2]))[:limit]
-    return replace(
-        alert,
-        examples=tuple(
-            ExamplePost(
-                id=p[2],
-                text=p[3],
-                polarity_score=p[1],
-                published_at=datetime.fromisoformat(p[4].replace("Z", "+00:00")).astimezone(UTC),
-            )
-            for p in chosen
-            if datetime.fromisoformat(p[4].replace("Z", "+00:00")) < alert.fired_at
-        ),
-    )
+    chosen: dict[str, ExamplePost] = {}  # one per story: three copies of one text are one piece of evidence
+    for p in sorted(posts[lo:hi], key=lambda p: (p[1], p[2])):
+        published = datetime.fromisoformat(p[4].replace("Z", "+00:00")).astimezone(UTC)
+        if published < alert.fired_at and p[5] not in chosen:
+            chosen[p[5]] = ExamplePost(id=p[2], text=p[3], polarity_score=p[1], published_at=published)
+            if len(chosen) == limit:
+                break
+    return replace(alert, examples=tuple(chosen.values()))
 
 
 def run(

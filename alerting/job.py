@@ -105,7 +105,8 @@ class StoreCounts:
     def minute_counts(self, first: datetime, last: datetime) -> dict[datetime, list[MinuteCounts]]:
         sql = counting.minute_counts_sql(
             self._store.database,
-            "minute >= toDateTime(%(start)s, 'UTC') AND minute <= toDateTime(%(end)s, 'UTC') AND symbol != ''",
+            _WINDOW,
+            since=_SINCE,
         )
         rows = self._store.query(sql, _span(first, last)).dicts()
         by_minute: dict[datetime, list[MinuteCounts]] = defaultdict(list)
@@ -122,7 +123,8 @@ class StoreCounts:
     def bin_counts(self, first: datetime, last: datetime, bin_minutes: int) -> list[BinCounts]:
         counts = counting.minute_counts_sql(
             self._store.database,
-            "minute >= toDateTime(%(start)s, 'UTC') AND minute <= toDateTime(%(end)s, 'UTC') AND symbol != ''",
+            _WINDOW,
+            since=_SINCE,
         )
         sql = f"""SELECT symbol, intDiv(toUInt32(minute), {bin_minutes * 60}) * {bin_minutes * 60} AS bin_start,
     sum(stories) AS total, sum(negative) AS negatives, sum(expected_negative) AS expected
@@ -140,6 +142,10 @@ GROUP BY symbol, bin_start"""
             {"since": since.replace(tzinfo=None)},
         ).rows[0]
         return row[1].astimezone(UTC) if row[0] else None
+
+
+_WINDOW = "minute >= toDateTime(%(start)s, 'UTC') AND minute <= toDateTime(%(end)s, 'UTC') AND symbol != ''"
+_SINCE = "toDateTime(%(start)s, 'UTC')"
 
 
 def _span(first: datetime, last: datetime) -> dict[str, Any]:

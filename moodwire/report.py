@@ -153,17 +153,18 @@ LIMIT 500"""
 # Every per-ticker number below is moodwire.counting's: stories of scored, unflagged posts under
 # their per-ticker stance, the same numbers the alerts and the dashboards show.
 _WINDOW = "minute >= toDateTime(%(start)s) AND minute < toDateTime(%(end)s)"
+_SINCE = "toDateTime(%(start)s)"
 
 _TOP_SYMBOLS_SQL = f"""
 SELECT symbol, count() AS volume
-FROM ({counting.story_rows_sql("", _WINDOW + " AND symbol != ''")})
+FROM ({counting.story_rows_sql("", _WINDOW + " AND symbol != ''", _SINCE)})
 GROUP BY symbol
 ORDER BY volume DESC, symbol
 LIMIT %(limit)s"""
 
 _VOLUME_SQL = f"""
 SELECT symbol, count() AS volume
-FROM ({counting.story_rows_sql("", _WINDOW + " AND symbol IN %(symbols)s")})
+FROM ({counting.story_rows_sql("", _WINDOW + " AND symbol IN %(symbols)s", _SINCE)})
 GROUP BY symbol"""
 
 _SERIES_SQL = f"""
@@ -173,7 +174,7 @@ SELECT
     count() AS volume,
     countIf(stance = 'negative') AS negative,
     countIf(stance = 'positive') AS positive
-FROM ({counting.story_rows_sql("", _WINDOW + " AND symbol IN %(symbols)s")})
+FROM ({counting.story_rows_sql("", _WINDOW + " AND symbol IN %(symbols)s", _SINCE)})
 GROUP BY symbol, at
 ORDER BY symbol, at"""
 

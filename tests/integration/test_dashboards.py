@@ -326,16 +326,24 @@ def _run_all(store: ServerStore | ChdbStore, stream: Stream, interval_s: int) ->
 
 
 def test_every_per_ticker_panel_reads_the_one_definition_of_what_is_counted() -> None:
-    """A panel that counts per ticker reads moodwire.counting's story rows verbatim, so the chart,
-    the alert job and the backtest count the same thing."""
-    pattern = re.compile(r"FROM ticker_stories\n\s*WHERE (.+?)\n\s*GROUP BY symbol, minute, story", re.S)
+    """A panel that counts per ticker reads moodwire.counting's story rows verbatim (a story
+    once per ticker, with the day before the range looked at), so the chart, the alert job and
+    the backtest count the same thing."""
+    lookback = int(counting.STORY_LOOKBACK.total_seconds())
+    pattern = re.compile(
+        rf"\(minute >= (.+?) - {lookback} AND minute < \1\)\)\n"
+        r"\s*AND \(symbol, story\) GLOBAL IN \(SELECT symbol, story FROM ticker_stories WHERE (.*)\)\n"
+    )
     per_ticker = 0
     for name in ("market-sentiment.json", "pipeline-health.json"):
         for query in clickhouse_queries(load_dashboard(name)):
             assert "post_minutes" not in query.sql, query.name
-            for where in pattern.findall(query.sql):
+            found = pattern.findall(query.sql)
+            # every read of ticker_stories is one of these (each reads it twice)
+            assert query.sql.count("FROM ticker_stories") == 2 * len(found), query.name
+            for since, where in found:
                 per_ticker += 1
-                expected = "\n".join("    " + line for line in counting.story_rows_sql("", where).splitlines())
+                expected = "\n".join("    " + line for line in counting.story_rows_sql("", where, since).splitlines())
                 assert expected in query.sql, f"{query.name}: its story rows differ from moodwire.counting"
     assert per_ticker >= 9
 

@@ -57,7 +57,7 @@ def test_file_to_chdb_through_the_in_process_bus(embedded_settings: Settings, tm
         rows, distinct = store.query("SELECT count(), uniqExact(id) FROM posts").rows[0]
         assert (rows, distinct) == (n, n)
         # Every post counted once per ticker (`posts`); ingest clustered these near-identical texts
-        # into stories, and `stories` counts each once per ticker and minute.
+        # into stories, and `stories` counts each once per ticker, in the minute of its first copy.
         aggregated = dict(
             store.query(f"SELECT symbol, sum(posts) FROM ({counting.minute_counts_sql('moodwire')}) GROUP BY symbol").rows
         )

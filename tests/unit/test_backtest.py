@@ -12,6 +12,7 @@ import typer
 from typer.testing import CliRunner
 
 from alerting import backtest
+from alerting.alert import Alert
 from alerting.commands import register
 from bench.alert_scenarios import FAMILIES, generate
 
@@ -167,3 +168,23 @@ def test_a_scenario_stream_replays_to_its_spikes() -> None:
         and not any(e.symbol == s and e.onset < m <= e.onset + e.minutes + 40 for e in stream.events)
     ]
     assert len(unexplained) <= 1
+
+
+def test_the_evidence_is_one_post_per_story_the_most_negative_first() -> None:
+    lines = []
+    for i in range(4):  # a brigade: four copies of one story, the most negative posts of all
+        record = json.loads(post(i + 1, T0 + timedelta(minutes=i), ["ACME"], "negative", -0.95 + i / 100))
+        record["story_id"] = "t:1"
+        lines.append(json.dumps(record))
+    lines += [
+        post(10, T0 + timedelta(minutes=1), ["ACME"], "negative", -0.8),
+        post(11, T0 + timedelta(minutes=2), ["ACME"], "negative", -0.7),
+        post(12, T0 + timedelta(minutes=12), ["ACME"], "negative", -0.99),  # after fired_at
+    ]
+    alert = Alert(
+        symbol="ACME", kind="negative-spike", fired_at=T0 + timedelta(minutes=10), severity="warning", statistic=5.0,
+        p_value=1e-6, window_minutes=10, window_posts=6, window_negative=6, window_share=1.0, baseline_share=0.2,
+        expected_total=6.0, episode_id="e",
+    )
+    examples = backtest.with_examples(alert, backtest.read_posts(lines), 3).examples
+    assert [e.id for e in examples] == ["t:1", "t:10", "t:11"]

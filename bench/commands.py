@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-SUITES = ("runtime", "classify", "e2e", "cluster")
+SUITES = ("runtime", "classify", "e2e", "cluster", "count-query")
 
 
 def bench_command(
@@ -24,7 +24,8 @@ def bench_command(
         str,
         typer.Option(
             help="runtime, classify, e2e (starts a tansu broker and a ClickHouse server) or cluster (inserts into "
-            "a two-shard ClickHouse cluster, synchronous against asynchronous)."
+            "a two-shard ClickHouse cluster, synchronous against asynchronous) or count-query (the alert job's count "
+            "queries, a story counted once against per minute, on a ClickHouse server and chDB)."
         ),
     ] = "runtime",
     size: Annotated[Optional[int], typer.Option(help="The first N posts of the corpus (default: all 4,819).")] = None,
@@ -68,6 +69,10 @@ def bench_command(
         from bench import cluster_bench
 
         cluster_bench.run(out=out or cluster_bench.RESULTS, echo=typer.echo)
+    elif suite == "count-query":
+        from bench import count_query_bench
+
+        count_query_bench.run(out=out or count_query_bench.RESULTS, echo=typer.echo)
     else:
         from bench import e2e_bench
 

@@ -1,5 +1,6 @@
 """`moodwire backtest` and the live alert job are one code path: the same scored posts (per-ticker
-targets, stories carried by two outlets, spam flags, an unscored post, duplicates, late and
+targets, stories carried by two outlets in one minute or several, a story's first copy arriving
+late, spam flags, an unscored post, duplicates, late and
 very late arrivals, a spike, a market-wide sell-off) give the same alerts, at the same moments,
 in the same notifications.
 
@@ -95,9 +96,13 @@ def stream() -> list[ScoredPost]:
                     targets.append((rival, "positive" if stance == "negative" else "negative"))
                 post = scored(len(posts), published, published + delay, targets, rng)
                 posts.append(post)
-                if rng.random() < 0.08:  # a second outlet carries the same story
-                    copy = scored(len(posts), published, published + delay + timedelta(seconds=20), targets, rng,
-                                  story_id=post.post.id, id=f"match:copy:{len(posts):06d}")
+                if rng.random() < 0.08:  # a second outlet carries the same story, in that minute or later
+                    when = published + timedelta(minutes=rng.choice((0, 1, 3, 6)))
+                    arrives = when + delay + timedelta(seconds=20)
+                    if rng.random() < 0.25:  # or its first copy, published earlier, arrives late
+                        when, arrives = published - timedelta(minutes=2), published + delay + timedelta(minutes=4)
+                    copy = scored(len(posts), when, arrives, targets, rng, story_id=post.post.id,
+                                  id=f"match:copy:{len(posts):06d}")
                     posts.append(copy)
         if minute % 7 == 0:  # spam and an unscored post: stored, never counted
             spam = scored(len(posts), at, at + timedelta(seconds=1), [("BA", "negative")], rng, flags=("link_only",))

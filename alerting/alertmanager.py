@@ -107,7 +107,7 @@ def _postable(alert: Alert, notification: Notification, settings: AlertmanagerSe
     annotations = {
         "summary": (
             f"{alert.symbol} {alert.kind} ({alert.severity}): {alert.window_negative} of "
-            f"{alert.window_posts} posts negative in {alert.window_minutes} min"
+            f"{alert.window_posts} stories negative in {alert.window_minutes} min"
         ),
         "description": (
             f"{alert.window_share:.0%} of posts about {alert.symbol} were negative in the "

@@ -83,12 +83,12 @@ def render_text(notification: Notification) -> str:
                 f"({alert.window_minutes} min)"
             ),
             (
-                f"  negative   {alert.window_negative} of {alert.window_posts} posts "
+                f"  negative   {alert.window_negative} of {alert.window_posts} stories "
                 f"({alert.window_share:.1%})"
             ),
             f"  baseline   {alert.baseline_share:.1%} negative"
             + (
-                f", ~{alert.expected_total:.0f} posts expected"
+                f", ~{alert.expected_total:.0f} stories expected"
                 if math.isfinite(alert.expected_total)
                 else ""
             ),

@@ -319,7 +319,7 @@ class AlertJob:
             for alert in note.alerts:
                 metrics.ALERTS_FIRED.labels(alert.kind, alert.severity).inc()
                 log.warning(
-                    "%s %s alert on %s at %s: %d of %d posts negative (baseline share %.2f, statistic %.1f)",
+                    "%s %s alert on %s at %s: %d of %d stories negative (baseline share %.2f, statistic %.1f)",
                     alert.severity, alert.kind, alert.symbol, alert.fired_at.isoformat(),
                     alert.window_negative, alert.window_posts, alert.baseline_share, alert.statistic,
                 )

@@ -106,7 +106,7 @@ class AlertMark:
     def describe(self) -> str:
         return (
             f"{_clock(self.at)} {self.symbol} {self.kind} ({self.severity}): {self.window_negative} of "
-            f"{self.window_posts} posts negative, {self.window_share:.0%} against a {self.baseline_share:.0%} baseline"
+            f"{self.window_posts} stories negative, {self.window_share:.0%} against a {self.baseline_share:.0%} baseline"
         )
 
 

@@ -23,7 +23,7 @@ same thing, so a chart, an alert and a backtest of the same minutes agree:
 Per (ticker, minute) that gives: `stories` (the total), `negative`, `neutral`, `positive`
 (stories by stance), `expected_negative` (the sum over stories of P(negative) for that ticker)
 and `posts` (distinct post ids published in that minute, every copy included: volume, not
-sentiment).
+sentiment). A minute that holds only later copies has a row with `stories` 0 and `posts` > 0.
 
 In ClickHouse this is the `ticker_stories` table (one row of aggregate states per ticker,
 minute and story, fed by a materialized view on `posts`) read through `story_rows_sql` and

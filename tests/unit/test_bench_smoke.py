@@ -129,6 +129,23 @@ def test_cluster_bench_compares_synchronous_and_asynchronous_inserts(tmp_path: P
     assert results["single"]["unreadable_right_after_insert"] == 0
 
 
+@pytest.mark.integration
+def test_count_query_bench_times_both_definitions_on_both_stores(tmp_path: Path) -> None:
+    from bench import count_query_bench
+
+    out = tmp_path / "count_query.json"
+    count_query_bench.run(posts=3000, repeats=2, out=out, echo=lambda _line: None)
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"clickhouse_18", "chdb"}
+    for result in results.values():
+        for question in ("poll", "bins"):
+            timed = result[question]
+            assert timed["story_once"]["median_ms"] > 0 and timed["per_minute"]["median_ms"] > 0
+            # copies in the stream: counting a story once counts fewer
+            assert 0 < timed["stories_story_once"] < timed["stories_per_minute_counting"]
+    assert results["clickhouse_18"]["bins"]["stories_story_once"] == results["chdb"]["bins"]["stories_story_once"]
+
+
 def test_bench_command_registers_with_its_options() -> None:
     import typer
     from typer.testing import CliRunner

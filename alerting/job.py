@@ -80,6 +80,20 @@ class ClickHouseAlertStateStore:
         )
 
 
+# What the job asks of the counts: every ticker's minutes in [%(start)s, %(end)s], with the day
+# before %(start)s looked at for earlier copies of a story (moodwire.counting).
+COUNTS_WINDOW_SQL = "minute >= toDateTime(%(start)s, 'UTC') AND minute <= toDateTime(%(end)s, 'UTC') AND symbol != ''"
+COUNTS_SINCE_SQL = "toDateTime(%(start)s, 'UTC')"
+
+
+def bins_sql(minute_counts: str, bin_minutes: int) -> str:
+    """Per symbol and baseline bin: total, negatives and expected negatives of `minute_counts`."""
+    return f"""SELECT symbol, intDiv(toUInt32(minute), {bin_minutes * 60}) * {bin_minutes * 60} AS bin_start,
+    sum(stories) AS total, sum(negative) AS negatives, sum(expected_negative) AS expected
+FROM ({minute_counts})
+GROUP BY symbol, bin_start"""
+
+
 class StoreCounts:
     """The engine's `CountsSource` over ClickHouse, counting as moodwire.counting defines."""
 
@@ -103,11 +117,7 @@ class StoreCounts:
         return Watermark(int(row[0]), latest, row[2].astimezone(UTC))
 
     def minute_counts(self, first: datetime, last: datetime) -> dict[datetime, list[MinuteCounts]]:
-        sql = counting.minute_counts_sql(
-            self._store.database,
-            _WINDOW,
-            since=_SINCE,
-        )
+        sql = counting.minute_counts_sql(self._store.database, COUNTS_WINDOW_SQL, since=COUNTS_SINCE_SQL)
         rows = self._store.query(sql, _span(first, last)).dicts()
         by_minute: dict[datetime, list[MinuteCounts]] = defaultdict(list)
         for row in rows:
@@ -121,15 +131,8 @@ class StoreCounts:
         return by_minute
 
     def bin_counts(self, first: datetime, last: datetime, bin_minutes: int) -> list[BinCounts]:
-        counts = counting.minute_counts_sql(
-            self._store.database,
-            _WINDOW,
-            since=_SINCE,
-        )
-        sql = f"""SELECT symbol, intDiv(toUInt32(minute), {bin_minutes * 60}) * {bin_minutes * 60} AS bin_start,
-    sum(stories) AS total, sum(negative) AS negatives, sum(expected_negative) AS expected
-FROM ({counts})
-GROUP BY symbol, bin_start"""
+        counts = counting.minute_counts_sql(self._store.database, COUNTS_WINDOW_SQL, since=COUNTS_SINCE_SQL)
+        sql = bins_sql(counts, bin_minutes)
         return [
             BinCounts(str(r[0]), datetime.fromtimestamp(int(r[1]), UTC), int(r[2]), int(r[3]), float(r[4]))
             for r in self._store.query(sql, _span(first, last)).rows
@@ -142,10 +145,6 @@ GROUP BY symbol, bin_start"""
             {"since": since.replace(tzinfo=None)},
         ).rows[0]
         return row[1].astimezone(UTC) if row[0] else None
-
-
-_WINDOW = "minute >= toDateTime(%(start)s, 'UTC') AND minute <= toDateTime(%(end)s, 'UTC') AND symbol != ''"
-_SINCE = "toDateTime(%(start)s, 'UTC')"
 
 
 def _span(first: datetime, last: datetime) -> dict[str, Any]:

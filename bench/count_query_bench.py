@@ -41,10 +41,6 @@ RESULTS = REPO / "bench" / "results" / "count_query.json"
 COPY_SHARE = 0.4
 SYMBOLS = 300
 
-_WINDOW = "minute >= toDateTime(%(start)s, 'UTC') AND minute <= toDateTime(%(end)s, 'UTC') AND symbol != ''"
-_SINCE = "toDateTime(%(start)s, 'UTC')"
-
-
 def _per_minute_sql(database: str, where: str) -> str:
     """The baseline: a story once per ticker *and minute* (moodwire before story-once)."""
     return f"""SELECT symbol, minute, count() AS stories, countIf(stance = 'negative') AS negative,
@@ -58,13 +54,6 @@ FROM (
     GROUP BY symbol, minute, story
 )
 GROUP BY symbol, minute"""
-
-
-def _bins(counts: str) -> str:
-    return f"""SELECT symbol, intDiv(toUInt32(minute), 600) * 600 AS bin_start,
-    sum(stories) AS total, sum(negative) AS negatives, sum(expected_negative) AS expected
-FROM ({counts})
-GROUP BY symbol, bin_start"""
 
 
 def scored_posts(count: int, now: datetime, seed: int = 7) -> list[Any]:
@@ -119,14 +108,16 @@ def _time(store: Any, sql: str, params: dict[str, Any], repeats: int) -> dict[st
 
 
 def measure(store: Any, now: datetime, repeats: int) -> dict[str, Any]:
+    from alerting.job import COUNTS_SINCE_SQL, COUNTS_WINDOW_SQL, bins_sql
     from moodwire import counting
 
     db = store.database
+    per_minute_counts = _per_minute_sql(db, COUNTS_WINDOW_SQL)
+    story_once_counts = counting.minute_counts_sql(db, COUNTS_WINDOW_SQL, since=COUNTS_SINCE_SQL)
     questions = {
-        "poll": (now - timedelta(minutes=15), now, repeats,
-                 _per_minute_sql(db, _WINDOW), counting.minute_counts_sql(db, _WINDOW, since=_SINCE)),
+        "poll": (now - timedelta(minutes=15), now, repeats, per_minute_counts, story_once_counts),
         "bins": (now - timedelta(days=1), now, max(3, repeats // 4),
-                 _bins(_per_minute_sql(db, _WINDOW)), _bins(counting.minute_counts_sql(db, _WINDOW, since=_SINCE))),
+                 bins_sql(per_minute_counts, 10), bins_sql(story_once_counts, 10)),
     }
     out: dict[str, Any] = {}
     for name, (start, end, times, baseline, story_once) in questions.items():

@@ -15,7 +15,8 @@ backtest), at the clock's time T:
 3. the minutes so far: the minutes after the last recorded one, the newest incomplete, are
    evaluated at T without being recorded. A spike whose evidence is already there fires now
    rather than after its minute closed and the lateness passed;
-4. the lifecycle: new episodes, resolutions, and the notifications that fell due (held ones
+4. the lifecycle: new episodes, resolutions (an episode whose ticker's share is still
+   elevated after each complete minute is held open), and the notifications that fell due (held ones
    included, alerting/lifecycle.py).
 
 The engine never touches I/O itself: it reads through a `CountsSource` and returns what
@@ -36,7 +37,15 @@ from alerting.alert import Alert
 from alerting.detector import baseline, evaluate, minute_arrays, observe, revise, step
 from alerting.detector_settings import DetectorSettings
 from alerting.detector_state import DetectorState, MinuteArrays, from_epoch_minute, to_epoch_minute
-from alerting.lifecycle import AlertState, LifecycleSettings, Notification, advance, episode_key
+from alerting.lifecycle import (
+    AlertState,
+    LifecycleSettings,
+    Notification,
+    advance,
+    episode_key,
+    held_open,
+    still_elevated,
+)
 from alerting.series import MINUTE, MinuteCounts, floor_minute
 from moodwire.config import Settings
 
@@ -237,12 +246,37 @@ class DetectionEngine:
             alerts = step(detector, minute, counts, settings)
             result.recorded += 1
             end = minute + MINUTE
-            result.notifications += advance(state, end, self._with_examples(state, alerts), self.lifecycle_settings, now=wall)
+            result.notifications += advance(
+                state,
+                end,
+                self._with_examples(state, alerts),
+                self.lifecycle_settings,
+                now=wall,
+                elevated=self._elevated(state, end),
+            )
             if self._records:
                 result.minutes += self._minute_records(minute)
             if to_epoch_minute(minute) % check_every == 0:
                 result.late_stories += self._late(source)
         self._pending_key = None
+
+    def _elevated(self, state: AlertState, at: datetime) -> list[str]:
+        """The firing episodes whose ticker's share, over the last recorded minutes, is still
+        elevated enough to hold them open (alerting/lifecycle.py, `still_elevated`)."""
+        detector = self.detector
+        assert detector is not None
+        episodes = [e for e in held_open(state) if e.symbol in detector.index]
+        if not episodes:
+            return []
+        settings = self.lifecycle_settings
+        window = min(settings.hold_window_minutes, detector.ring - 1)
+        rows = np.array([detector.index[e.symbol] for e in episodes], dtype=np.int64)
+        sums = detector.window_sums((window,), (), rows)
+        return [
+            episode_key(e.symbol, e.kind)
+            for i, e in enumerate(episodes)
+            if still_elevated(e, at, int(sums.total[i, 0]), int(sums.negative[i, 0]), settings)
+        ]
 
     def _late(self, source: CountsSource) -> float:
         """Counts of minutes that left the guard zone, against what was read: add what is new."""

@@ -5,7 +5,12 @@ lasts, on the minutes so far, and once more when each minute is complete); this 
 that stream into episodes. Per (symbol, kind) there is at most one open episode:
 
 * the first alert opens it and is notified; later alerts of the same episode only update it;
-* it resolves after `resolve_after_minutes` without an alert;
+* it resolves after `resolve_after_minutes` without an alert and without its share still
+  elevated: a negative spike's episode is held open while the ticker's share over the last
+  `hold_window_minutes` stays clearly above the baseline it opened on (`still_elevated`), for
+  at most `hold_max_minutes` after its last alert. A long sell-off outlasts the detector's
+  alerts (its baseline catches up within hours), and without the hold a second swing of the
+  same sell-off hours later would open a second episode and a second message;
 * an alert within `cooldown_minutes` of the resolution reopens the same episode silently, so a
   spike that pauses for a few minutes is still one episode and one message;
 * episodes that open within `group_wait_s` of each other go out in one notification;
@@ -57,6 +62,15 @@ _SEVERITY_RANK = {"warning": 0, "critical": 1}
 class LifecycleSettings:
     resolve_after_minutes: int = 15
     cooldown_minutes: int = 60
+    # a negative spike's episode stays open while the share of the last `hold_window_minutes`
+    # is at least `hold_min_ratio` times and `hold_min_increase` above the baseline it opened
+    # on, with `hold_min_negatives` negative stories, up to `hold_max_minutes` after its last
+    # alert (0: off)
+    hold_window_minutes: int = 30
+    hold_min_ratio: float = 1.3
+    hold_min_increase: float = 0.05
+    hold_min_negatives: int = 3
+    hold_max_minutes: int = 480
     notify_resolved: bool = False
     channels: tuple[str, ...] = ("webhook", "email")
     # a notification no channel could deliver for this long is dropped (and counted)
@@ -92,6 +106,12 @@ class Episode:
     peak_statistic: float
     alerts_seen: int
     first_alert: Alert
+    last_elevated: datetime | None = None  # the last complete minute its share was still elevated
+
+    @property
+    def active_until(self) -> datetime:
+        """The last moment the episode had an alert or, held, a still elevated share."""
+        return max(self.last_seen, self.last_elevated) if self.last_elevated else self.last_seen
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,6 +126,7 @@ class Episode:
             "peak_statistic": self.peak_statistic,
             "alerts_seen": self.alerts_seen,
             "first_alert": self.first_alert.to_dict(),
+            "last_elevated": iso(self.last_elevated) if self.last_elevated else None,
         }
 
     @classmethod
@@ -122,6 +143,7 @@ class Episode:
             peak_statistic=float(data["peak_statistic"]),
             alerts_seen=int(data["alerts_seen"]),
             first_alert=Alert.from_dict(data["first_alert"]),
+            last_elevated=parse_iso(data["last_elevated"]) if data.get("last_elevated") else None,
         )
 
 
@@ -323,6 +345,26 @@ def episode_key(symbol: str, kind: str) -> str:
     return f"{symbol}|{kind}"
 
 
+def still_elevated(episode: Episode, at: datetime, stories: int, negative: int, settings: LifecycleSettings) -> bool:
+    """Whether a firing negative-spike episode is held open at `at`: its ticker's last
+    `hold_window_minutes` held `stories` stories, `negative` of them negative, a share still
+    clearly above the baseline the episode opened on, and its last alert is recent enough."""
+    if settings.hold_max_minutes <= 0 or episode.kind != NEGATIVE_SPIKE or episode.status != "firing":
+        return False
+    if at - episode.last_seen > timedelta(minutes=settings.hold_max_minutes):
+        return False
+    if stories <= 0 or negative < settings.hold_min_negatives:
+        return False
+    opened_on = episode.first_alert.baseline_share
+    share = negative / stories
+    return share >= opened_on * settings.hold_min_ratio and share >= opened_on + settings.hold_min_increase
+
+
+def held_open(state: AlertState) -> list[Episode]:
+    """The episodes a share can hold open: the firing negative spikes."""
+    return [e for e in state.episodes.values() if e.status == "firing" and e.kind == NEGATIVE_SPIKE]
+
+
 def advance(
     state: AlertState,
     at: datetime,
@@ -331,11 +373,13 @@ def advance(
     *,
     commit: bool = True,
     now: datetime | None = None,
+    elevated: Sequence[str] = (),
 ) -> list[Notification]:
     """Apply the alerts of the minute ending at `at` (or, with commit=False, of an evaluation of
     the minutes so far at `at`); return (and queue) the notifications that are due, made `now`
     (when this runs; `at` by default: a job catching up on past minutes still times episodes
-    by the minutes they were in).
+    by the minutes they were in). `elevated`: the keys of the episodes whose share was still
+    elevated in that minute (`still_elevated`), held open for another `resolve_after_minutes`.
 
     A complete minute at or before `state.last_minute` was already applied and is ignored,
     which is what makes a re-run after a restart send nothing twice.
@@ -346,13 +390,17 @@ def advance(
     state.clock = clock
     cooldown = timedelta(minutes=settings.cooldown_minutes)
     quiet = timedelta(minutes=settings.resolve_after_minutes)
+    for key in elevated:
+        held = state.episodes.get(key)
+        if held is not None and held.status == "firing":
+            held.last_elevated = max(held.last_elevated, at) if held.last_elevated else at
     # resolve first, at the moment each episode had been quiet long enough: the job may skip
     # minutes (a pause, a replay that only visits minutes with alerts) and stays correct
     resolved: dict[str, Episode] = {}
     for key, stale in sorted(state.episodes.items()):
-        if stale.status == "firing" and clock - stale.last_seen >= quiet:
+        if stale.status == "firing" and clock - stale.active_until >= quiet:
             stale.status = "resolved"
-            stale.resolved_at = stale.last_seen + quiet
+            stale.resolved_at = stale.active_until + quiet
             resolved[key] = stale
     # an episode past its cooldown can no longer be reopened: forget it
     for key in [

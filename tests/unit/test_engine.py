@@ -5,6 +5,7 @@ their minute, and posts later than that reach the baseline once, counted."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -13,7 +14,7 @@ from alerting import backtest
 from alerting.detector_settings import DetectorSettings
 from alerting.detector_state import to_epoch_minute
 from alerting.engine import DetectionEngine, EngineSettings
-from alerting.lifecycle import AlertState, LifecycleSettings
+from alerting.lifecycle import AlertState, Episode, LifecycleSettings
 
 START = datetime(2024, 3, 4, tzinfo=UTC)
 SPIKE = START + timedelta(days=1, hours=14)
@@ -115,3 +116,45 @@ def test_posts_later_than_the_guard_reach_the_baseline_once_and_are_counted() ->
     bins = [e.detector.bin_total.sum() for e in (on_time, late)]  # type: ignore[union-attr]
     assert bins[0] == bins[1]
     assert to_epoch_minute(START + timedelta(minutes=late_minute)) < (late.detector.last_minute or 0) - 60  # type: ignore[union-attr]
+
+
+def test_an_episode_is_held_open_while_the_share_stays_above_its_opening_baseline() -> None:
+    # a ten-minute spike, then two hours of one story in three negative (against one in five):
+    # too little to fire, enough to say the episode is not over
+    after = SPIKE + timedelta(minutes=10)
+    elevated = [
+        post(2 * 10**6 + 3 * m + j, "ACME", after + timedelta(minutes=m, seconds=20 * j), "negative" if j == 2 else "neutral",
+             after + timedelta(minutes=m, seconds=20 * j + 1))
+        for m in range(120)
+        for j in range(3)
+    ]
+    quiet = [
+        post(3 * 10**6 + 3 * m + j, "ACME", after + timedelta(minutes=120 + m, seconds=20 * j), "neutral",
+             after + timedelta(minutes=120 + m, seconds=20 * j + 1))
+        for m in range(60)
+        for j in range(3)
+    ]
+    lines = history(1440 + 14 * 60) + spike(10**6, 600) + elevated + quiet
+
+    table = backtest.read_posts(lines)
+
+    def episode(lifecycle: LifecycleSettings) -> Episode:
+        """Tick every 30 s through the arrivals; the ticker's episode as it ended."""
+        source = backtest.ArrivalReplay(table.arrivals)
+        engine, state = DetectionEngine(DETECTOR, lifecycle, EngineSettings(first_run_lookback=None)), AlertState()
+        moment, ended = SPIKE - timedelta(hours=2), None
+        while moment <= after + timedelta(minutes=185):
+            source.arrive_until(moment.timestamp())
+            engine.tick(source, state, moment)
+            ended = state.episodes.get("ACME|negative-spike", ended)
+            moment += timedelta(seconds=30)
+        assert ended is not None and ended.status == "resolved" and ended.resolved_at is not None
+        return ended
+
+    held = episode(LIFECYCLE)
+    unheld = episode(replace(LIFECYCLE, hold_max_minutes=0))
+    assert held.last_seen == unheld.last_seen < after + timedelta(minutes=30)  # the detector stopped firing early on
+    assert unheld.resolved_at == unheld.last_seen + timedelta(minutes=15)
+    # held until the last window that still reads as elevated, then the quiet time
+    assert held.resolved_at is not None
+    assert after + timedelta(minutes=120 + 15) <= held.resolved_at <= after + timedelta(minutes=120 + 30 + 15)

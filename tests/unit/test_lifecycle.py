@@ -270,3 +270,61 @@ def test_a_complete_minute_after_an_evaluation_of_the_minutes_so_far_is_not_appl
     assert state.last_minute == minute(6) and state.clock == minute(6)
     assert state.episodes["ACME|negative-spike"].last_seen == minute(6)
     assert note.created_at == minute(5) + timedelta(seconds=30)
+
+
+def _hold_run(state: AlertState, shares: dict[int, tuple[int, int]], alerts_at: list[int], last: int) -> list[Notification]:
+    """Alerts at `alerts_at`; after every minute, the ticker's last-30-minute (stories,
+    negatives) from `shares` (default: back to the opening baseline) decide the hold."""
+    from alerting.lifecycle import held_open, still_elevated  # noqa: PLC0415
+
+    notes: list[Notification] = []
+    for i in range(last + 1):
+        stories, negative = shares.get(i, (100, 20))
+        elevated = [
+            f"{e.symbol}|{e.kind}" for e in held_open(state) if still_elevated(e, minute(i), stories, negative, SETTINGS)
+        ]
+        fired = [alert("ACME", i)] if i in alerts_at else []
+        notes += advance(state, minute(i), fired, SETTINGS, elevated=elevated)
+    return notes
+
+
+def test_an_episode_is_held_open_while_its_share_stays_elevated() -> None:
+    # a sell-off: alerts for 10 minutes, the share stays at twice the opening baseline (0.2)
+    # for 5 hours, the detector's baseline catches up and it fires again 4 hours in: one episode
+    state = AlertState()
+    elevated = {i: (100, 40) for i in range(300)}
+    notes = _hold_run(state, elevated, [*range(5, 15), 240, 241], 340)
+    assert len([n for n in notes if n.status == "firing"]) == 1
+    episode = state.episodes["ACME|negative-spike"]
+    assert episode.alerts_seen == 12
+    assert episode.status == "resolved" and episode.resolved_at == minute(299 + 15)
+
+
+def test_an_episode_resolves_once_the_share_is_back_near_its_opening_baseline() -> None:
+    state = AlertState()
+    # back to 0.25 against an opening baseline of 0.2: below 1.3x, so not held
+    notes = _hold_run(state, {i: (100, 25) for i in range(300)}, [*range(5, 15), 240], 300)
+    assert len([n for n in notes if n.status == "firing"]) == 2
+    first = [n for n in notes if n.status == "firing"][0]
+    assert first.created_at == minute(5)
+
+
+def test_a_hold_ends_hold_max_minutes_after_the_last_alert_and_needs_negatives() -> None:
+    state = AlertState()
+    notes = _hold_run(state, {i: (100, 40) for i in range(2000)}, [5], 5 + SETTINGS.hold_max_minutes + 40)
+    episode = state.episodes["ACME|negative-spike"]
+    assert len(notes) == 1
+    assert episode.status == "resolved"
+    assert episode.resolved_at == minute(5 + SETTINGS.hold_max_minutes + 15)
+    # a thin ticker's 2 of 3 stories is no evidence of a lasting spike
+    thin = AlertState()
+    _hold_run(thin, {i: (3, 2) for i in range(100)}, [5], 40)
+    assert thin.episodes["ACME|negative-spike"].resolved_at == minute(5 + 15)
+
+
+def test_a_held_episode_survives_a_restart() -> None:
+    state = AlertState()
+    _hold_run(state, {i: (100, 40) for i in range(60)}, [5], 40)
+    restored = AlertState.from_json(state.to_json())
+    assert restored.episodes["ACME|negative-spike"].last_elevated == minute(40)
+    assert restored.to_json() == state.to_json()

@@ -275,7 +275,9 @@ class DetectionEngine:
         return [
             episode_key(e.symbol, e.kind)
             for i, e in enumerate(episodes)
-            if still_elevated(e, at, int(sums.total[i, 0]), int(sums.negative[i, 0]), settings)
+            if still_elevated(
+                e, at, int(sums.total[i, 0]), int(sums.negative[i, 0]), self.detector_settings.for_symbol(e.symbol), settings
+            )
         ]
 
     def _late(self, source: CountsSource) -> float:

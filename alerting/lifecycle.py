@@ -62,13 +62,13 @@ _SEVERITY_RANK = {"warning": 0, "critical": 1}
 class LifecycleSettings:
     resolve_after_minutes: int = 15
     cooldown_minutes: int = 60
-    # a negative spike's episode stays open while the share of the last `hold_window_minutes`
-    # is at least `hold_min_ratio` times and `hold_min_increase` above the baseline it opened
-    # on, with `hold_min_negatives` negative stories, up to `hold_max_minutes` after its last
-    # alert (0: off)
+    # a negative spike's episode stays open while the share of its last `hold_window_minutes`
+    # still passes the detector's size gates against the baseline it opened on (the spike is
+    # still as large as one it would report), with `hold_min_negatives` negative stories, up
+    # to `hold_max_minutes` after its last alert (0: off). Looser gates (1.3 times and 5 points
+    # above) held episodes open through a ticker's time-of-day swing in its share and hid a
+    # second, unrelated spike: recall 0.982 -> 0.978 on the tuning families
     hold_window_minutes: int = 30
-    hold_min_ratio: float = 1.3
-    hold_min_increase: float = 0.05
     hold_min_negatives: int = 3
     hold_max_minutes: int = 480
     notify_resolved: bool = False
@@ -314,6 +314,16 @@ class AlertState:
         return cls.from_dict(json.loads(text))
 
 
+class SizeGates(Protocol):
+    """The detector's gates on a spike's size (alerting.detector_settings.SymbolSettings)."""
+
+    @property
+    def min_ratio(self) -> float: ...
+
+    @property
+    def min_share_increase(self) -> float: ...
+
+
 class AlertStateStore(Protocol):
     """Where the alert state lives between runs (ClickHouse in production)."""
 
@@ -345,10 +355,13 @@ def episode_key(symbol: str, kind: str) -> str:
     return f"{symbol}|{kind}"
 
 
-def still_elevated(episode: Episode, at: datetime, stories: int, negative: int, settings: LifecycleSettings) -> bool:
+def still_elevated(
+    episode: Episode, at: datetime, stories: int, negative: int, gates: SizeGates, settings: LifecycleSettings
+) -> bool:
     """Whether a firing negative-spike episode is held open at `at`: its ticker's last
-    `hold_window_minutes` held `stories` stories, `negative` of them negative, a share still
-    clearly above the baseline the episode opened on, and its last alert is recent enough."""
+    `hold_window_minutes` held `stories` stories, `negative` of them negative, a share that
+    still passes the detector's size `gates` against the baseline the episode opened on, and
+    its last alert is recent enough."""
     if settings.hold_max_minutes <= 0 or episode.kind != NEGATIVE_SPIKE or episode.status != "firing":
         return False
     if at - episode.last_seen > timedelta(minutes=settings.hold_max_minutes):
@@ -357,7 +370,7 @@ def still_elevated(episode: Episode, at: datetime, stories: int, negative: int, 
         return False
     opened_on = episode.first_alert.baseline_share
     share = negative / stories
-    return share >= opened_on * settings.hold_min_ratio and share >= opened_on + settings.hold_min_increase
+    return share >= opened_on * gates.min_ratio and share >= opened_on + gates.min_share_increase
 
 
 def held_open(state: AlertState) -> list[Episode]:

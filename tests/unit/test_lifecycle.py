@@ -275,13 +275,16 @@ def test_a_complete_minute_after_an_evaluation_of_the_minutes_so_far_is_not_appl
 def _hold_run(state: AlertState, shares: dict[int, tuple[int, int]], alerts_at: list[int], last: int) -> list[Notification]:
     """Alerts at `alerts_at`; after every minute, the ticker's last-30-minute (stories,
     negatives) from `shares` (default: back to the opening baseline) decide the hold."""
+    from alerting.detector_settings import SymbolSettings  # noqa: PLC0415
     from alerting.lifecycle import held_open, still_elevated  # noqa: PLC0415
+
+    gates = SymbolSettings()  # min_ratio 1.6, min_share_increase 0.10
 
     notes: list[Notification] = []
     for i in range(last + 1):
         stories, negative = shares.get(i, (100, 20))
         elevated = [
-            f"{e.symbol}|{e.kind}" for e in held_open(state) if still_elevated(e, minute(i), stories, negative, SETTINGS)
+            f"{e.symbol}|{e.kind}" for e in held_open(state) if still_elevated(e, minute(i), stories, negative, gates, SETTINGS)
         ]
         fired = [alert("ACME", i)] if i in alerts_at else []
         notes += advance(state, minute(i), fired, SETTINGS, elevated=elevated)
@@ -302,8 +305,8 @@ def test_an_episode_is_held_open_while_its_share_stays_elevated() -> None:
 
 def test_an_episode_resolves_once_the_share_is_back_near_its_opening_baseline() -> None:
     state = AlertState()
-    # back to 0.25 against an opening baseline of 0.2: below 1.3x, so not held
-    notes = _hold_run(state, {i: (100, 25) for i in range(300)}, [*range(5, 15), 240], 300)
+    # 0.3 against an opening baseline of 0.2: below the detector's 1.6x, so not held
+    notes = _hold_run(state, {i: (100, 30) for i in range(300)}, [*range(5, 15), 240], 300)
     assert len([n for n in notes if n.status == "firing"]) == 2
     first = [n for n in notes if n.status == "firing"][0]
     assert first.created_at == minute(5)

@@ -40,6 +40,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np  # noqa: E402
 
 from bench import corpus  # noqa: E402
+from bench.overload import write_result  # noqa: E402
 from moodwire.config import DEFAULT_BATCH_MAX_SIZE  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -154,8 +155,7 @@ def run(batches: int = 40, batch: int = DEFAULT_BATCH_MAX_SIZE, out: Path | None
         for node in nodes:
             node.stop()
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_result(report, out)
     return report
 
 

@@ -35,6 +35,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import corpus  # noqa: E402
+from bench.overload import write_result  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "count_query.json"
@@ -181,8 +182,7 @@ def run(posts: int = 100_000, repeats: int = 20, out: Path | None = RESULTS, ech
     finally:
         server.stop()
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_result(report, out)
     return report
 
 

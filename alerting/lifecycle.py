@@ -362,7 +362,7 @@ def still_elevated(
     `hold_window_minutes` held `stories` stories, `negative` of them negative, a share that
     still passes the detector's size `gates` against the baseline the episode opened on, and
     its last alert is recent enough."""
-    if settings.hold_max_minutes <= 0 or episode.kind != NEGATIVE_SPIKE or episode.status != "firing":
+    if settings.hold_max_minutes <= 0 or not _holdable(episode):
         return False
     if at - episode.last_seen > timedelta(minutes=settings.hold_max_minutes):
         return False
@@ -375,7 +375,11 @@ def still_elevated(
 
 def held_open(state: AlertState) -> list[Episode]:
     """The episodes a share can hold open: the firing negative spikes."""
-    return [e for e in state.episodes.values() if e.status == "firing" and e.kind == NEGATIVE_SPIKE]
+    return [e for e in state.episodes.values() if _holdable(e)]
+
+
+def _holdable(episode: Episode) -> bool:
+    return episode.status == "firing" and episode.kind == NEGATIVE_SPIKE
 
 
 def advance(

@@ -122,18 +122,18 @@ def test_an_episode_is_held_open_while_the_share_stays_above_its_opening_baselin
     # a ten-minute spike, then two hours of one story in three negative (against one in five):
     # too little to fire, enough to say the episode is not over
     after = SPIKE + timedelta(minutes=10)
-    elevated = [
-        post(2 * 10**6 + 3 * m + j, "ACME", after + timedelta(minutes=m, seconds=20 * j), "negative" if j == 2 else "neutral",
-             after + timedelta(minutes=m, seconds=20 * j + 1))
-        for m in range(120)
-        for j in range(3)
-    ]
-    quiet = [
-        post(3 * 10**6 + 3 * m + j, "ACME", after + timedelta(minutes=120 + m, seconds=20 * j), "neutral",
-             after + timedelta(minutes=120 + m, seconds=20 * j + 1))
-        for m in range(60)
-        for j in range(3)
-    ]
+
+    def three_a_minute(first: int, start: datetime, minutes: int, negative_third: bool) -> list[str]:
+        """Three stories a minute from `start`, the third negative if `negative_third`."""
+        return [
+            post(first + 3 * m + j, "ACME", start + timedelta(minutes=m, seconds=20 * j),
+                 "negative" if negative_third and j == 2 else "neutral", start + timedelta(minutes=m, seconds=20 * j + 1))
+            for m in range(minutes)
+            for j in range(3)
+        ]
+
+    elevated = three_a_minute(2 * 10**6, after, 120, negative_third=True)
+    quiet = three_a_minute(3 * 10**6, after + timedelta(minutes=120), 60, negative_third=False)
     lines = history(1440 + 14 * 60) + spike(10**6, 600) + elevated + quiet
 
     table = backtest.read_posts(lines)

@@ -6,6 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from alerting.detector import NEGATIVE_SPIKE, VOLUME_SPIKE, Alert, ExamplePost
+from alerting.detector_settings import SymbolSettings
 from alerting.lifecycle import (
     AlertState,
     DeliveryOutcome,
@@ -13,11 +14,13 @@ from alerting.lifecycle import (
     LifecycleSettings,
     Notification,
     advance,
+    held_open,
     mark_delivered,
     next_due,
     pending,
     record,
     release_held,
+    still_elevated,
 )
 
 T0 = datetime(2024, 3, 5, 14, 0, tzinfo=UTC)
@@ -275,9 +278,6 @@ def test_a_complete_minute_after_an_evaluation_of_the_minutes_so_far_is_not_appl
 def _hold_run(state: AlertState, shares: dict[int, tuple[int, int]], alerts_at: list[int], last: int) -> list[Notification]:
     """Alerts at `alerts_at`; after every minute, the ticker's last-30-minute (stories,
     negatives) from `shares` (default: back to the opening baseline) decide the hold."""
-    from alerting.detector_settings import SymbolSettings  # noqa: PLC0415
-    from alerting.lifecycle import held_open, still_elevated  # noqa: PLC0415
-
     gates = SymbolSettings()  # min_ratio 1.6, min_share_increase 0.10
 
     notes: list[Notification] = []

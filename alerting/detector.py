@@ -36,6 +36,10 @@ The method, in one place:
   quiet, and a window in a surge of posts is far more likely a priori to be a real event, so the
   looser threshold there buys minutes of delay for few false alerts (the share test still has to
   pass: a surge with an unchanged share does not fire).
+  While a market-wide sell-off is open (the lifecycle's grouped event), a surge whose share has
+  reached `market_min_ratio` times its baseline is tested at `market_alpha` (looser still):
+  when many tickers are selling off, another ticker's surge to twice its usual share is far
+  more likely the same news than chance. Only surges: a quiet ticker's windows keep `alpha`.
 * Gates before the test (what an analyst would call a spike), on labels: at least
   `min_negatives` negative stories, `min_excess` more than the baseline expects, and a share at
   least `min_ratio` times and `min_share_increase` above the baseline. A positive spike lowers
@@ -154,11 +158,12 @@ def step(
     minute: datetime,
     counts: Iterable[MinuteCounts],
     settings: DetectorSettings,
+    market_wide: bool = False,
 ) -> list[Alert]:
     """Record the complete minute starting at `minute` and return the alerts it raises."""
     state.check(settings)
     observe(state, minute, counts, settings)
-    return evaluate(state, settings)
+    return evaluate(state, settings, market_wide=market_wide)
 
 
 def revise(state: DetectorState, minute: datetime, counts: Iterable[MinuteCounts]) -> bool:
@@ -297,8 +302,10 @@ def evaluate(
     pending: Sequence[MinuteArrays] = (),
     at: datetime | None = None,
     rows: npt.NDArray[np.int64] | None = None,
+    market_wide: bool = False,
 ) -> list[Alert]:
-    """Test the newest minute of every symbol (or of `rows`).
+    """Test the newest minute of every symbol (or of `rows`); `market_wide`: a market-wide
+    sell-off is open, so negative spikes are tested at least at `market_alpha`.
 
     Without `pending`, the newest minute is the last recorded one: alerts fire at its end and
     their windows become spike minutes. With `pending` (the minutes so far after the last
@@ -318,7 +325,9 @@ def evaluate(
     windows = _evaluated_windows(settings)
     sums = state.window_sums(windows, pending, selected)
     base = _select_baseline(_baseline_of(state, settings, windows, t), selected)
-    found = _negative_spikes(settings.windows, *_columns(windows, settings.windows, sums, base), params, settings.evidence)
+    found = _negative_spikes(
+        settings.windows, *_columns(windows, settings.windows, sums, base), params, settings.evidence, market_wide
+    )
     if settings.volume_windows:
         found += _volume_spikes(settings.volume_windows, *_columns(windows, settings.volume_windows, sums, base), params)
     alerts = []
@@ -422,6 +431,7 @@ def _negative_spikes(
     base: Baseline,
     params: _Params,
     evidence: str,
+    market_wide: bool = False,
 ) -> list[_Fired]:
     total, negative = sums.total, sums.negative
     p0 = base.share
@@ -451,7 +461,11 @@ def _negative_spikes(
         busy = (total[rows, cols] >= expected * params["confirm_volume_ratio"][rows]) & (
             total[rows, cols] >= params["confirm_min_total"][rows]
         )
-    alpha = np.where(busy, params["confirmed_alpha"][rows], params["alpha"][rows])
+    confirmed = params["confirmed_alpha"][rows]
+    if market_wide:
+        strong = share[rows, cols] >= p0[rows, cols] * params["market_min_ratio"][rows]
+        confirmed = np.where(strong, np.maximum(confirmed, params["market_alpha"][rows]), confirmed)
+    alpha = np.where(busy, confirmed, params["alpha"][rows])
     return _most_decisive(NEGATIVE_SPIKE, windows, rows, cols, p, alpha, expected, sums, p0)
 
 

@@ -44,6 +44,7 @@ from alerting.lifecycle import (
     advance,
     episode_key,
     held_open,
+    market_wide,
     still_elevated,
 )
 from alerting.series import MINUTE, MinuteCounts, floor_minute
@@ -243,7 +244,7 @@ class DetectionEngine:
             if minute < start:
                 revise(detector, minute, counts)
                 continue
-            alerts = step(detector, minute, counts, settings)
+            alerts = step(detector, minute, counts, settings, market_wide(state, minute + MINUTE, self.lifecycle_settings))
             result.recorded += 1
             end = minute + MINUTE
             result.notifications += advance(
@@ -325,7 +326,8 @@ class DetectionEngine:
         self._pending_key, self._pending_seen = key, pending
         if not len(rows):
             return
-        alerts = evaluate(detector, self.detector_settings, pending, at=clock, rows=rows)
+        market = market_wide(state, clock, self.lifecycle_settings)
+        alerts = evaluate(detector, self.detector_settings, pending, at=clock, rows=rows, market_wide=market)
         result.evaluated_pending = True
         result.notifications += advance(
             state, clock, self._with_examples(state, alerts), self.lifecycle_settings, commit=False, now=wall

@@ -382,6 +382,13 @@ def _holdable(episode: Episode) -> bool:
     return episode.status == "firing" and episode.kind == NEGATIVE_SPIKE
 
 
+def market_wide(state: AlertState, at: datetime, settings: LifecycleSettings) -> bool:
+    """Whether a market-wide event is open at `at`: the one the grouped message announces,
+    until `market_window_minutes` pass without a ticker joining it."""
+    market = state.market
+    return market is not None and at - market.last_joined <= timedelta(minutes=settings.market_window_minutes)
+
+
 def advance(
     state: AlertState,
     at: datetime,

@@ -66,7 +66,7 @@ from bench.alert_scenarios import FAMILIES, HELD_OUT_FAMILIES, TUNING_FAMILIES, 
 from moodwire.config import Settings
 
 MATCH_GRACE = 10
-ORACLE_ALPHA = SymbolSettings().confirmed_alpha  # the detector's loosest threshold
+ORACLE_ALPHA = SymbolSettings().confirmed_alpha  # the detector's loosest threshold outside sell-offs
 # The oracle at looser thresholds: how soon a spike can be told at all, whatever the false
 # alerts (a detector that does not know the onset pays for each of these in false alerts)
 ORACLE_CURVE = (ORACLE_ALPHA, 1e-3, 1e-2, 5e-2)

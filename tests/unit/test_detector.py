@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -57,8 +57,10 @@ def replay(
     minutes: int,
     settings: DetectorSettings | None = None,
     seed: int = 7,
+    market_wide: bool = False,
 ) -> dict[int, list[Alert]]:
-    """Warm up on HISTORY_DAYS days without evaluating, then evaluate every later minute."""
+    """Warm up on HISTORY_DAYS days without evaluating, then evaluate every later minute
+    (`market_wide`: as if a market-wide sell-off were open all along)."""
     settings = settings or DetectorSettings()
     rng = np.random.default_rng(seed)
     state = DetectorState(settings)
@@ -68,7 +70,7 @@ def replay(
         if i < HISTORY_DAYS * DAY:
             observe(state, at(i), rows, settings)
             continue
-        alerts = step(state, at(i), rows, settings)
+        alerts = step(state, at(i), rows, settings, market_wide)
         if alerts:
             fired[i] = alerts
     return fired
@@ -123,6 +125,25 @@ def test_a_spike_that_pauses_is_one_notified_episode() -> None:
         notified += advance(state, at(i + 1), fired[i], LifecycleSettings())
     negative_notes = [a for n in notified for a in n.alerts if a.kind == NEGATIVE_SPIKE]
     assert len(negative_notes) == 1  # ...the lifecycle sends it once
+
+
+def test_a_market_wide_sell_off_lowers_the_bar_for_a_surge_with_a_rising_share() -> None:
+    # four times the posts with a share of 0.32 against 0.2: too weak alone, news in a sell-off
+    surge = event(Regime(rate=12.0, negative=0.32, positive=0.2), ONSET, 20)
+    settings = DetectorSettings(volume_windows=(), default=SymbolSettings(market_alpha=5e-3, market_min_ratio=1.5))
+    for seed in (7, 8):
+        assert not of_kind(replay({"ACME": surge}, ONSET + 60, settings, seed), NEGATIVE_SPIKE)
+        during = of_kind(replay({"ACME": surge}, ONSET + 60, settings, seed, market_wide=True), NEGATIVE_SPIKE)
+        assert during and all(a.fired_at > at(ONSET) for a in during)
+        assert min(a.fired_at for a in during) <= at(ONSET + 20)
+        assert 1e-4 < min(a.p_value for a in during) <= 5e-3
+        # only windows whose share reached market_min_ratio x the baseline get market_alpha
+        strict = replace(settings, default=replace(settings.default, market_min_ratio=2.0))
+        loose = [a for a in of_kind(replay({"ACME": surge}, ONSET + 60, strict, seed, market_wide=True), NEGATIVE_SPIKE)
+                 if a.p_value > settings.default.confirmed_alpha]
+        assert len(loose) < len(during) and all(a.window_share >= 2 * a.baseline_share for a in loose)
+    # a quiet ticker's chance clusters are not surges: a day of an open sell-off fires nothing
+    assert not of_kind(replay({"ACME": steady(QUIET)}, ONSET + 60, settings, market_wide=True), NEGATIVE_SPIKE)
 
 
 def test_volume_burst_with_an_unchanged_share_is_not_a_negative_spike() -> None:

@@ -158,3 +158,46 @@ def test_an_episode_is_held_open_while_the_share_stays_above_its_opening_baselin
     # held until the last window that still reads as elevated, then the quiet time
     assert held.resolved_at is not None
     assert after + timedelta(minutes=120 + 15) <= held.resolved_at <= after + timedelta(minutes=120 + 30 + 15)
+
+
+def chatter(first: int, symbol: str, start: datetime, minutes: int, per_minute: int, negative: float, seed: int) -> list[str]:
+    """`per_minute` stories a minute of `symbol` from `start`, each negative with chance `negative`."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for m in range(minutes):
+        for _ in range(per_minute):
+            published = start + timedelta(minutes=m, seconds=int(rng.integers(0, 60)))
+            stance = "negative" if rng.random() < negative else "neutral"
+            lines.append(post(first + len(lines), symbol, published, stance, published + timedelta(seconds=2)))
+    return lines
+
+
+def test_a_surge_with_a_rising_share_joins_an_open_market_wide_sell_off() -> None:
+    # five tickers chatter at 3 stories a minute, one in five negative, around this clock time on
+    # three days; on the fourth, four of them sell off together, and two minutes later EEE gets
+    # four times its posts at 0.36 negative: too weak alone, news while the sell-off is open
+    sellers, joiner = ("AAA", "BBB", "CCC", "DDD"), "EEE"
+    watched_since = START - timedelta(days=2)  # the midnight before the first of those days
+    lines: list[str] = []
+    for n, symbol in enumerate((*sellers, joiner)):
+        lines.append(post(9 * 10**7 + n, symbol, watched_since, "neutral", watched_since))
+        for day in range(4):
+            start = SPIKE - timedelta(days=3 - day, hours=1 if day < 3 else 3)
+            lines += chatter((10 * n + day) * 10**5, symbol, start, 120 if day < 3 else 180, 3, 0.2, seed=10 * n + day)
+    for n, symbol in enumerate(sellers):
+        lines += chatter(10**7 + n * 10**5, symbol, SPIKE, 20, 20, 0.8, seed=100 + n)
+    lines += chatter(2 * 10**7, joiner, SPIKE + timedelta(minutes=2), 20, 12, 0.36, seed=200)
+
+    def first_alert(market_alpha: float) -> datetime | None:
+        # 1.8x its baseline: under the shipped 2x, so the ratio is lowered to show the wiring
+        detector = replace(DETECTOR, default=replace(DETECTOR.default, market_alpha=market_alpha, market_min_ratio=1.5))
+        result = backtest.run(lines, detector, LIFECYCLE, examples=0)
+        fired = {a.symbol for a in result.alerts if a.kind == "negative-spike"}
+        assert set(sellers) <= fired
+        grouped = [n for n in result.notifications if n.group is not None]
+        assert grouped and set(sellers) <= set(grouped[0].group.symbols)  # type: ignore[union-attr]
+        return min((a.fired_at for a in result.alerts if a.symbol == joiner and a.kind == "negative-spike"), default=None)
+
+    assert first_alert(0.0) is None
+    joined = first_alert(5e-3)
+    assert joined is not None and SPIKE + timedelta(minutes=2) < joined <= SPIKE + timedelta(minutes=22)

@@ -16,6 +16,7 @@ from alerting.lifecycle import (
     advance,
     held_open,
     mark_delivered,
+    market_wide,
     next_due,
     pending,
     record,
@@ -216,10 +217,13 @@ def test_many_tickers_at_once_are_one_market_wide_message_and_joiners_are_batche
     notes += advance(state, at_s(80), [alert("NVDA", 1)], GROUPING, commit=False)
     # AAPL waited 30 s and went out with MSFT (held since 40 s); NVDA is held
     assert [([a.symbol for a in n.alerts], n.group) for n in notes] == [(["AAPL", "MSFT"], None)]
+    assert not market_wide(state, at_s(80), GROUPING)
     grouped = advance(state, at_s(85), [alert("JPM", 1)], GROUPING, commit=False)
     (first,) = grouped
     assert first.group is not None and first.group.symbols == ("AAPL", "JPM", "MSFT", "NVDA")
     assert {a.symbol for a in first.alerts} == {"JPM", "NVDA"}  # the two not announced yet
+    # from here the detector tests other tickers' surges at market_alpha
+    assert market_wide(state, at_s(85), GROUPING)
     # tickers joining within the next two minutes wait for one update together
     assert advance(state, at_s(100), [alert("XOM", 1)], GROUPING, commit=False) == []
     assert advance(state, at_s(150), [alert("CVX", 1)], GROUPING, commit=False) == []
@@ -243,6 +247,7 @@ def test_many_tickers_at_once_are_one_market_wide_message_and_joiners_are_batche
     later = replace(state.market, updates=10)
     assert later.next_update(GROUPING) == later.last_notified + timedelta(minutes=GROUPING.market_update_max_minutes)
     # the event ends 15 minutes after its last ticker joined: a lone spike then is its own message
+    assert market_wide(state, at_s(280 + 15 * 60), GROUPING) and not market_wide(state, at_s(280 + 15 * 60 + 1), GROUPING)
     advance(state, at_s(280 + 15 * 60 + 1), [], GROUPING, commit=False)
     assert state.market is None
     lone = advance(state, at_s(2200), [alert("AMD", 1)], GROUPING, commit=False) + advance(state, at_s(2230), [], GROUPING, commit=False)

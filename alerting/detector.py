@@ -305,7 +305,8 @@ def evaluate(
     market_wide: bool = False,
 ) -> list[Alert]:
     """Test the newest minute of every symbol (or of `rows`); `market_wide`: a market-wide
-    sell-off is open, so negative spikes are tested at least at `market_alpha`.
+    sell-off is open, so a surge at `market_min_ratio` times its share is tested at least at
+    `market_alpha`.
 
     Without `pending`, the newest minute is the last recorded one: alerts fire at its end and
     their windows become spike minutes. With `pending` (the minutes so far after the last

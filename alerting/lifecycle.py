@@ -473,7 +473,7 @@ def _due(state: AlertState, clock: datetime, settings: LifecycleSettings, made: 
     that waited `group_wait_s`; their notifications are stamped `made`."""
     window = timedelta(minutes=settings.market_window_minutes)
     market = state.market
-    if market is not None and clock - market.last_joined > window:
+    if market is not None and not market_wide(state, clock, settings):
         state.market = market = None
     negative = [h for h in state.held if h.alert.kind == NEGATIVE_SPIKE]
     notes: list[Notification] = []

@@ -244,9 +244,9 @@ class DetectionEngine:
             if minute < start:
                 revise(detector, minute, counts)
                 continue
-            alerts = step(detector, minute, counts, settings, market_wide(state, minute + MINUTE, self.lifecycle_settings))
-            result.recorded += 1
             end = minute + MINUTE
+            alerts = step(detector, minute, counts, settings, market_wide(state, end, self.lifecycle_settings))
+            result.recorded += 1
             result.notifications += advance(
                 state,
                 end,

@@ -14,7 +14,10 @@ backtest), at the clock's time T:
    arrived too late for the windows and goes to the baseline (and is counted);
 3. the minutes so far: the minutes after the last recorded one, the newest incomplete, are
    evaluated at T without being recorded. A spike whose evidence is already there fires now
-   rather than after its minute closed and the lateness passed;
+   rather than after its minute closed and the lateness passed. Between ticks only the symbols
+   whose counts changed are tested again, unless the market-wide state changed: alerts that
+   open a market-wide event get every other symbol tested again at once, under the joiners'
+   bar (alerting/detector.py);
 4. the lifecycle: new episodes, resolutions (an episode whose ticker's share is still
    elevated after each complete minute is held open), and the notifications that fell due (held ones
    included, alerting/lifecycle.py).
@@ -33,7 +36,7 @@ from typing import Protocol
 
 import numpy as np
 
-from alerting.alert import Alert
+from alerting.alert import NEGATIVE_SPIKE, Alert
 from alerting.detector import baseline, evaluate, minute_arrays, observe, revise, step
 from alerting.detector_settings import DetectorSettings
 from alerting.detector_state import DetectorState, MinuteArrays, from_epoch_minute, to_epoch_minute
@@ -313,9 +316,11 @@ class DetectionEngine:
         pending = [minute_arrays(detector, m, counts.get(m, [])) for m in minutes]
         n = len(detector.symbols)
         pending = [_widen(p, n) for p in pending]
-        key = (detector.last_minute, to_epoch_minute(newest))
+        market = market_wide(state, clock, self.lifecycle_settings)
+        key = (detector.last_minute, to_epoch_minute(newest), market)
         if key == self._pending_key and len(self._pending_seen) == len(pending):
-            # the same minutes as the last tick: only symbols whose counts changed can change
+            # the same minutes and market state as the last tick: only symbols whose counts
+            # changed can change
             before = [_widen(p, n) for p in self._pending_seen]
             changed = np.zeros(n, dtype=bool)
             for old, new in zip(before, pending, strict=True):
@@ -326,12 +331,21 @@ class DetectionEngine:
         self._pending_key, self._pending_seen = key, pending
         if not len(rows):
             return
-        market = market_wide(state, clock, self.lifecycle_settings)
         alerts = evaluate(detector, self.detector_settings, pending, at=clock, rows=rows, market_wide=market)
         result.evaluated_pending = True
         result.notifications += advance(
             state, clock, self._with_examples(state, alerts), self.lifecycle_settings, commit=False, now=wall
         )
+        if not market and market_wide(state, clock, self.lifecycle_settings):
+            # these alerts opened a market-wide event: every ticker's surge so far meets the
+            # joiners' bar now, not at its next post
+            fired = {detector.index[a.symbol] for a in alerts if a.kind == NEGATIVE_SPIKE}
+            rest = np.array([i for i in range(n) if i not in fired], dtype=np.int64)
+            alerts = evaluate(detector, self.detector_settings, pending, at=clock, rows=rest, market_wide=True)
+            self._pending_key = (detector.last_minute, to_epoch_minute(newest), True)
+            result.notifications += advance(
+                state, clock, self._with_examples(state, alerts), self.lifecycle_settings, commit=False, now=wall
+            )
 
     def _with_examples(self, state: AlertState, alerts: list[Alert]) -> list[Alert]:
         """Attach example posts to the alerts that open an episode (the ones notified)."""

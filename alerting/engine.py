@@ -333,19 +333,23 @@ class DetectionEngine:
             return
         alerts = evaluate(detector, self.detector_settings, pending, at=clock, rows=rows, market_wide=market)
         result.evaluated_pending = True
-        result.notifications += advance(
-            state, clock, self._with_examples(state, alerts), self.lifecycle_settings, commit=False, now=wall
-        )
+        self._apply_pending(state, clock, alerts, result, wall)
         if not market and market_wide(state, clock, self.lifecycle_settings):
             # these alerts opened a market-wide event: every ticker's surge so far meets the
             # joiners' bar now, not at its next post
-            fired = {detector.index[a.symbol] for a in alerts if a.kind == NEGATIVE_SPIKE}
-            rest = np.array([i for i in range(n) if i not in fired], dtype=np.int64)
+            fired = [detector.index[a.symbol] for a in alerts if a.kind == NEGATIVE_SPIKE]
+            rest = np.setdiff1d(np.arange(n), np.asarray(fired, dtype=np.int64))
+            self._pending_key = (*key[:2], True)
             alerts = evaluate(detector, self.detector_settings, pending, at=clock, rows=rest, market_wide=True)
-            self._pending_key = (detector.last_minute, to_epoch_minute(newest), True)
-            result.notifications += advance(
-                state, clock, self._with_examples(state, alerts), self.lifecycle_settings, commit=False, now=wall
-            )
+            self._apply_pending(state, clock, alerts, result, wall)
+
+    def _apply_pending(
+        self, state: AlertState, clock: datetime, alerts: list[Alert], result: TickResult, wall: datetime
+    ) -> None:
+        """The lifecycle takes an evaluation of the minutes so far (nothing is committed)."""
+        result.notifications += advance(
+            state, clock, self._with_examples(state, alerts), self.lifecycle_settings, commit=False, now=wall
+        )
 
     def _with_examples(self, state: AlertState, alerts: list[Alert]) -> list[Alert]:
         """Attach example posts to the alerts that open an episode (the ones notified)."""
